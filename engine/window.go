@@ -1,0 +1,300 @@
+package engine
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"runtime"
+	"sync"
+
+	"github.com/cryptshift/cryptshift/blockdev"
+	"github.com/cryptshift/cryptshift/header"
+	"github.com/cryptshift/cryptshift/sectorcipher"
+	"github.com/cryptshift/cryptshift/wal"
+)
+
+// chunk is the unit of parallel work inside a window, and the unit of the
+// plaintext digest (docs/FORMAT.md, "Window digest").
+const chunk = 1 << 20
+
+// hashEntry is the size of one unit's entry in a checksum record: 16 bytes
+// of SHA-256 of the old ciphertext, then 16 of the new.
+const hashEntry = 32
+
+type buffers struct {
+	old, cur []byte
+}
+
+func (b *buffers) get(n int64) (old, cur []byte) {
+	if int64(cap(b.old)) < n {
+		b.old = blockdev.AlignedBuffer(int(n))
+		b.cur = blockdev.AlignedBuffer(int(n))
+	}
+	return b.old[:n], b.cur[:n]
+}
+
+// windowAt maps a processing step to a window index.
+func (c *conv) windowAt(step uint64) uint64 {
+	if c.h.Descending {
+		return c.h.Windows() - 1 - step
+	}
+	return step
+}
+
+// windowRange is a window's byte range in the logical data area.
+func (c *conv) windowRange(w uint64) (start, n int64) {
+	start = int64(w * c.h.Window)
+	n = int64(min(c.h.Window, c.h.DataSize-uint64(start)))
+	return start, n
+}
+
+func (c *conv) unit() int64 {
+	return int64(max(c.h.Old.SectorSize, c.h.New.SectorSize))
+}
+
+// parallel runs f over the window's chunks on all cores.
+func parallel(n int64, f func(off, end int64)) {
+	chunks := int((n + chunk - 1) / chunk)
+	workers := min(runtime.GOMAXPROCS(0), chunks)
+	if workers <= 1 {
+		for off := int64(0); off < n; off += chunk {
+			f(off, min(off+chunk, n))
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	next := make(chan int64, chunks)
+	for off := int64(0); off < n; off += chunk {
+		next <- off
+	}
+	close(next)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for off := range next {
+				f(off, min(off+chunk, n))
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// combine folds per-chunk plaintext hashes into the window digest.
+func combine(sums [][32]byte) [32]byte {
+	h := sha256.New()
+	for _, s := range sums {
+		h.Write(s[:])
+	}
+	var d [32]byte
+	copy(d[:], h.Sum(nil))
+	return d
+}
+
+// plainDigest decrypts a copy of buf (ciphertext at logical byte start)
+// with ci and returns the window digest of the plaintext. buf is unchanged.
+func (c *conv) plainDigest(buf []byte, start int64, ci sectorcipher.Cipher) [32]byte {
+	sums := make([][32]byte, (len(buf)+chunk-1)/chunk)
+	parallel(int64(len(buf)), func(off, end int64) {
+		tmp := make([]byte, end-off)
+		copy(tmp, buf[off:end])
+		ci.Decrypt(tmp, uint64(start+off)/512)
+		sums[off/chunk] = sha256.Sum256(tmp)
+	})
+	return combine(sums)
+}
+
+// transform converts buf in place from old to new ciphertext and returns
+// the window digest of the plaintext. With hashes non-nil (checksum mode) it
+// also fills one hashEntry per unit: old ciphertext hash, new ciphertext hash.
+func (c *conv) transform(buf []byte, start int64, hashes []byte) [32]byte {
+	sums := make([][32]byte, (len(buf)+chunk-1)/chunk)
+	u := c.unit()
+	parallel(int64(len(buf)), func(off, end int64) {
+		p := buf[off:end]
+		if hashes != nil {
+			unitHashes(p, hashes[off/u*hashEntry:], u, 0)
+		}
+		c.oldC.Decrypt(p, uint64(start+off)/512)
+		sums[off/chunk] = sha256.Sum256(p)
+		c.newC.Encrypt(p, uint64(start+off)/512)
+		if hashes != nil {
+			unitHashes(p, hashes[off/u*hashEntry:], u, 16)
+		}
+	})
+	return combine(sums)
+}
+
+func unitHashes(p, out []byte, u int64, at int) {
+	for i := int64(0); i < int64(len(p))/u; i++ {
+		s := sha256.Sum256(p[i*u : (i+1)*u])
+		copy(out[i*hashEntry+int64(at):], s[:16])
+	}
+}
+
+func (c *conv) digestOffset(w uint64) int64 {
+	return int64(c.h.DigestOff + w*header.DigestEntrySize)
+}
+
+func (c *conv) readDigest(w uint64) ([header.DigestEntrySize]byte, error) {
+	var e [header.DigestEntrySize]byte
+	if _, err := c.t.Meta.ReadAt(e[:], c.digestOffset(w)); err != nil {
+		return e, ioErr("read digest table", err)
+	}
+	return e, nil
+}
+
+// writeWindow writes a converted window and its digest entry; the caller
+// flushes both together.
+func (c *conv) writeWindow(w uint64, start int64, buf []byte, digest [32]byte) error {
+	if _, err := c.t.Data.WriteAt(buf, int64(c.h.NewOffset)+start); err != nil {
+		return ioErr(fmt.Sprintf("write window %d", w), err)
+	}
+	e := header.DigestEntry(c.macKey, w, digest)
+	if _, err := c.t.Meta.WriteAt(e[:], c.digestOffset(w)); err != nil {
+		return ioErr(fmt.Sprintf("write digest of window %d", w), err)
+	}
+	return nil
+}
+
+// flushData makes window data and digest entries durable: one flush when
+// data and metadata share a device, both otherwise.
+func (c *conv) flushData(point string) error {
+	if err := c.flush(c.t.Data, point); err != nil {
+		return err
+	}
+	if !c.t.MetaOnData {
+		return c.flush(c.t.Meta, point+"-meta")
+	}
+	return nil
+}
+
+// appendRecord appends a log record, checkpointing first when the log is
+// full. The checkpoint is only taken at done: every window before it is
+// durable by then (the crash argument's invariant I1).
+func (c *conv) appendRecord(t wal.Type, done uint64, payload []byte) error {
+	if !c.log.Fits(len(payload)) {
+		if err := c.checkpoint(done, header.StateInProgress); err != nil {
+			return err
+		}
+	}
+	if _, err := c.log.Append(t, done, payload); err != nil {
+		return ioErr("append log record", err)
+	}
+	return nil
+}
+
+// checkpoint commits the header with progress done and an empty log. Its
+// single flush (in Commit) is what makes the old records unnecessary.
+func (c *conv) checkpoint(done uint64, state header.State) error {
+	_, seq := c.log.Tail()
+	h := *c.h
+	h.Done = done
+	h.State = state
+	h.LogHeadOff = 0
+	h.LogHeadSeq = seq
+	h.Updated = c.now()
+	if err := c.store.Commit(&h, c.macKey); err != nil {
+		return ioErr("commit header", err)
+	}
+	c.h = &h
+	c.log.Reset()
+	return nil
+}
+
+// step converts the window at processing step j (windows before it are
+// durable). The order of writes and flushes per mode is the crash argument
+// of docs/DESIGN.md, "Per-window protocol".
+func (c *conv) step(j uint64) error {
+	w := c.windowAt(j)
+	start, n := c.windowRange(w)
+	old, cur := c.buf.get(n)
+	if _, err := c.t.Data.ReadAt(old, int64(c.h.OldOffset)+start); err != nil {
+		return ioErr(fmt.Sprintf("read window %d", w), err)
+	}
+	copy(cur, old)
+	switch c.h.Mode {
+	case header.ModeJournal:
+		// J1: the old ciphertext is durable in the log before the window is
+		// touched, so recovery can always redo the window from it.
+		if err := c.appendRecord(wal.TypeJournal, j, old); err != nil {
+			return err
+		}
+		if err := c.flush(c.t.Meta, "journal-record"); err != nil {
+			return err
+		}
+		d := c.transform(cur, start, nil)
+		if err := c.writeWindow(w, start, cur, d); err != nil {
+			return err
+		}
+		return c.flushData("journal-data")
+	case header.ModeChecksum:
+		hashes := make([]byte, n/c.unit()*hashEntry)
+		d := c.transform(cur, start, hashes)
+		// C1: both hash sets are durable before the window is touched, so
+		// recovery can tell, unit by unit, old from new from neither.
+		if err := c.appendRecord(wal.TypeChecksum, j, hashes); err != nil {
+			return err
+		}
+		if err := c.flush(c.t.Meta, "checksum-record"); err != nil {
+			return err
+		}
+		if err := c.writeWindow(w, start, cur, d); err != nil {
+			return err
+		}
+		return c.flushData("checksum-data")
+	default: // shift, none
+		d := c.transform(cur, start, nil)
+		if err := c.writeWindow(w, start, cur, d); err != nil {
+			return err
+		}
+		// S1: the window is durable before the progress record that makes
+		// recovery stop redoing it (shift) or stop reporting it (none); the
+		// record is durable before the next window overwrites this one's
+		// source (shift).
+		if err := c.flushData("window-data"); err != nil {
+			return err
+		}
+		if err := c.appendRecord(wal.TypeProgress, j+1, nil); err != nil {
+			return err
+		}
+		return c.flush(c.t.Meta, "progress-record")
+	}
+}
+
+// run converts every remaining window, then marks the conversion complete.
+func (c *conv) run(ctx context.Context, resumed bool) error {
+	total := c.h.Windows()
+	done := c.h.Done
+	if c.h.State != header.StateInProgress {
+		// Before any window is written the header must say a conversion is
+		// in flight, or a crash in resilience none would go unreported.
+		if err := c.checkpoint(done, header.StateInProgress); err != nil {
+			return err
+		}
+	}
+	report := func() {
+		if c.opts.Progress != nil {
+			c.opts.Progress(Progress{Done: done, Total: total, Mode: c.h.Mode, Resumed: resumed,
+				BytesDone: min(done*c.h.Window, c.h.DataSize), BytesTotal: c.h.DataSize})
+		}
+	}
+	report()
+	for done < total {
+		if ctx.Err() != nil {
+			if err := c.checkpoint(done, header.StatePaused); err != nil {
+				return err
+			}
+			return fmt.Errorf("%w after %d of %d windows", ErrPaused, done, total)
+		}
+		if err := c.step(done); err != nil {
+			return err
+		}
+		done++
+		if c.opts.Hooks != nil && c.opts.Hooks.AfterWindow != nil {
+			c.opts.Hooks.AfterWindow(done)
+		}
+		report()
+	}
+	return c.checkpoint(done, header.StateComplete)
+}

@@ -1,0 +1,401 @@
+// Package header encodes, authenticates and commits cryptshift's on-disk
+// header: the record of what is being converted, how, and how far it got.
+// The byte layout is specified in docs/FORMAT.md; keep the two in step.
+package header
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/klauspost/crc32"
+)
+
+// Size is the size of one header copy on disk.
+const Size = 4096
+
+// Version is the only format version this code reads and writes.
+const Version = 1
+
+var magic = [8]byte{'C', 'R', 'Y', 'P', 'T', 'S', 'H', 'F'}
+
+// Offsets of the integrity fields inside a header copy.
+const (
+	offMAC = 4024 // HMAC-SHA256 over [0, offMAC)
+	offCRC = 4092 // crc32c over [0, offCRC)
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Errors a caller distinguishes: a copy that is not a header at all, one
+// that is torn or damaged, and one whose MAC does not verify under the keys.
+var (
+	ErrNoHeader    = errors.New("no cryptshift header")
+	ErrCorrupt     = errors.New("header corrupt")
+	ErrUnsupported = errors.New("unsupported header version")
+	ErrAuth        = errors.New("header authentication failed")
+)
+
+// Mode is the resilience mode: how a window is protected while it is rewritten.
+type Mode uint8
+
+const (
+	ModeJournal  Mode = 1
+	ModeChecksum Mode = 2
+	ModeShift    Mode = 3
+	ModeNone     Mode = 4
+)
+
+func (m Mode) String() string {
+	switch m {
+	case ModeJournal:
+		return "journal"
+	case ModeChecksum:
+		return "checksum"
+	case ModeShift:
+		return "shift"
+	case ModeNone:
+		return "none"
+	}
+	return fmt.Sprintf("mode(%d)", uint8(m))
+}
+
+// ParseMode maps a --resilience value to a Mode.
+func ParseMode(s string) (Mode, error) {
+	for _, m := range []Mode{ModeJournal, ModeChecksum, ModeShift, ModeNone} {
+		if m.String() == s {
+			return m, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown resilience mode %q (want journal, checksum, shift or none)", s)
+}
+
+// State is the conversion's lifecycle state.
+type State uint8
+
+const (
+	StateInProgress State = 1 // windows may be in flight: a crash needs recovery
+	StatePaused     State = 2 // stopped cleanly between windows
+	StateComplete   State = 3 // every window converted
+)
+
+func (s State) String() string {
+	switch s {
+	case StateInProgress:
+		return "in-progress"
+	case StatePaused:
+		return "paused"
+	case StateComplete:
+		return "complete"
+	}
+	return fmt.Sprintf("state(%d)", uint8(s))
+}
+
+// Mapping describes one side of the conversion without its key.
+type Mapping struct {
+	Cipher         string // dm-crypt cipher spec, or "none"
+	KeyBytes       uint32
+	SectorSize     uint32
+	IVOffset       uint64 // in 512-byte units, as in the dm table
+	IVLargeSectors bool
+}
+
+const mappingCipherLen = 48
+
+// Header is the decoded form of one header copy.
+type Header struct {
+	Seq        uint64
+	UUID       [16]byte
+	DeviceSize uint64 // size of the data device when the conversion began
+	MetaOffset uint64 // metadata area, on the metadata device
+	MetaSize   uint64
+	DataSize   uint64 // bytes of logical data being converted
+	OldOffset  uint64 // where the old mapping's data starts on the data device
+	NewOffset  uint64 // where the new mapping's data starts (differs only in shift mode)
+	Window     uint64
+	Mode       Mode
+	State      State
+	Descending bool // windows are processed from the end (shift towards higher offsets)
+	Done       uint64
+	LogOffset  uint64 // log area, on the metadata device
+	LogSize    uint64
+	LogHeadOff uint64 // first record after the last checkpoint, relative to LogOffset
+	LogHeadSeq uint64
+	DigestOff  uint64 // digest table, on the metadata device
+	DigestSize uint64
+	Created    int64 // unix seconds, informational
+	Updated    int64
+	Old, New   Mapping
+	OldKCV     [32]byte
+	NewKCV     [32]byte
+}
+
+// Windows is the number of windows the data area is cut into.
+func (h *Header) Windows() uint64 {
+	if h.Window == 0 {
+		return 0
+	}
+	return (h.DataSize + h.Window - 1) / h.Window
+}
+
+// Marshal encodes h and seals it with crc32c and an HMAC under macKey.
+func (h *Header) Marshal(macKey []byte) ([]byte, error) {
+	if len(h.Old.Cipher) >= mappingCipherLen || len(h.New.Cipher) >= mappingCipherLen {
+		return nil, fmt.Errorf("encode header: cipher spec longer than %d bytes", mappingCipherLen-1)
+	}
+	b := make([]byte, Size)
+	le := binary.LittleEndian
+	copy(b[0:8], magic[:])
+	le.PutUint16(b[8:], Version)
+	le.PutUint16(b[10:], Size)
+	le.PutUint64(b[16:], h.Seq)
+	copy(b[24:40], h.UUID[:])
+	le.PutUint64(b[40:], h.DeviceSize)
+	le.PutUint64(b[48:], h.MetaOffset)
+	le.PutUint64(b[56:], h.MetaSize)
+	le.PutUint64(b[64:], h.DataSize)
+	le.PutUint64(b[72:], h.OldOffset)
+	le.PutUint64(b[80:], h.NewOffset)
+	le.PutUint64(b[88:], h.Window)
+	b[96] = byte(h.Mode)
+	b[97] = byte(h.State)
+	if h.Descending {
+		b[98] = 1
+	}
+	le.PutUint64(b[104:], h.Done)
+	le.PutUint64(b[112:], h.LogOffset)
+	le.PutUint64(b[120:], h.LogSize)
+	le.PutUint64(b[128:], h.LogHeadOff)
+	le.PutUint64(b[136:], h.LogHeadSeq)
+	le.PutUint64(b[144:], h.DigestOff)
+	le.PutUint64(b[152:], h.DigestSize)
+	le.PutUint64(b[160:], uint64(h.Created))
+	le.PutUint64(b[168:], uint64(h.Updated))
+	putMapping(b[176:248], h.Old)
+	putMapping(b[248:320], h.New)
+	copy(b[320:352], h.OldKCV[:])
+	copy(b[352:384], h.NewKCV[:])
+	mac := hmac.New(sha256.New, macKey)
+	mac.Write(b[:offMAC])
+	copy(b[offMAC:offMAC+32], mac.Sum(nil))
+	le.PutUint32(b[offCRC:], crc32.Checksum(b[:offCRC], castagnoli))
+	return b, nil
+}
+
+func putMapping(b []byte, m Mapping) {
+	le := binary.LittleEndian
+	copy(b[0:mappingCipherLen], m.Cipher)
+	le.PutUint32(b[48:], m.KeyBytes)
+	le.PutUint32(b[52:], m.SectorSize)
+	if m.IVLargeSectors {
+		le.PutUint32(b[56:], 1)
+	}
+	le.PutUint64(b[64:], m.IVOffset)
+}
+
+func getMapping(b []byte) (Mapping, error) {
+	le := binary.LittleEndian
+	name := b[0:mappingCipherLen]
+	n := bytes.IndexByte(name, 0)
+	if n < 0 {
+		return Mapping{}, fmt.Errorf("%w: cipher spec not terminated", ErrCorrupt)
+	}
+	if !allZero(name[n:]) || !allZero(b[60:64]) {
+		return Mapping{}, fmt.Errorf("%w: non-zero reserved bytes in mapping", ErrCorrupt)
+	}
+	flags := le.Uint32(b[56:])
+	if flags&^1 != 0 {
+		return Mapping{}, fmt.Errorf("%w: unknown mapping flags %#x", ErrCorrupt, flags)
+	}
+	return Mapping{
+		Cipher:         string(name[:n]),
+		KeyBytes:       le.Uint32(b[48:]),
+		SectorSize:     le.Uint32(b[52:]),
+		IVLargeSectors: flags&1 != 0,
+		IVOffset:       le.Uint64(b[64:]),
+	}, nil
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Unmarshal decodes one header copy, checking magic, version, crc32c and the
+// internal consistency of its fields. It does not check the MAC: that needs
+// the keys, and VerifyMAC does it. A decoded header must never drive a write
+// before VerifyMAC has accepted it.
+func Unmarshal(b []byte) (*Header, error) {
+	if len(b) != Size {
+		return nil, fmt.Errorf("%w: copy is %d bytes, want %d", ErrCorrupt, len(b), Size)
+	}
+	if !bytes.Equal(b[0:8], magic[:]) {
+		return nil, ErrNoHeader
+	}
+	le := binary.LittleEndian
+	if got, want := le.Uint32(b[offCRC:]), crc32.Checksum(b[:offCRC], castagnoli); got != want {
+		return nil, fmt.Errorf("%w: checksum %08x, want %08x", ErrCorrupt, got, want)
+	}
+	if v := le.Uint16(b[8:]); v != Version {
+		return nil, fmt.Errorf("%w %d (this cryptshift reads version %d)", ErrUnsupported, v, Version)
+	}
+	if s := le.Uint16(b[10:]); s != Size {
+		return nil, fmt.Errorf("%w: header size field %d", ErrCorrupt, s)
+	}
+	if !allZero(b[12:16]) || !allZero(b[99:104]) || !allZero(b[384:offMAC]) || !allZero(b[offMAC+32:offCRC]) {
+		return nil, fmt.Errorf("%w: non-zero reserved bytes", ErrCorrupt)
+	}
+	h := &Header{
+		Seq:        le.Uint64(b[16:]),
+		DeviceSize: le.Uint64(b[40:]),
+		MetaOffset: le.Uint64(b[48:]),
+		MetaSize:   le.Uint64(b[56:]),
+		DataSize:   le.Uint64(b[64:]),
+		OldOffset:  le.Uint64(b[72:]),
+		NewOffset:  le.Uint64(b[80:]),
+		Window:     le.Uint64(b[88:]),
+		Mode:       Mode(b[96]),
+		State:      State(b[97]),
+		Descending: b[98] == 1,
+		Done:       le.Uint64(b[104:]),
+		LogOffset:  le.Uint64(b[112:]),
+		LogSize:    le.Uint64(b[120:]),
+		LogHeadOff: le.Uint64(b[128:]),
+		LogHeadSeq: le.Uint64(b[136:]),
+		DigestOff:  le.Uint64(b[144:]),
+		DigestSize: le.Uint64(b[152:]),
+		Created:    int64(le.Uint64(b[160:])),
+		Updated:    int64(le.Uint64(b[168:])),
+	}
+	copy(h.UUID[:], b[24:40])
+	if b[98] > 1 {
+		return nil, fmt.Errorf("%w: direction byte %d", ErrCorrupt, b[98])
+	}
+	var err error
+	if h.Old, err = getMapping(b[176:248]); err != nil {
+		return nil, err
+	}
+	if h.New, err = getMapping(b[248:320]); err != nil {
+		return nil, err
+	}
+	copy(h.OldKCV[:], b[320:352])
+	copy(h.NewKCV[:], b[352:384])
+	if err := h.Check(); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// Check validates the relations between fields that every header must
+// satisfy, so that a header that passed Unmarshal cannot make the engine
+// compute an out-of-range offset.
+func (h *Header) Check() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s", ErrCorrupt, fmt.Sprintf(format, a...))
+	}
+	switch h.Mode {
+	case ModeJournal, ModeChecksum, ModeShift, ModeNone:
+	default:
+		return bad("unknown resilience mode %d", h.Mode)
+	}
+	switch h.State {
+	case StateInProgress, StatePaused, StateComplete:
+	default:
+		return bad("unknown state %d", h.State)
+	}
+	for _, m := range []Mapping{h.Old, h.New} {
+		if m.SectorSize < 512 || m.SectorSize > 4096 || m.SectorSize&(m.SectorSize-1) != 0 {
+			return bad("sector size %d", m.SectorSize)
+		}
+		if m.KeyBytes > 512 {
+			return bad("key size %d", m.KeyBytes)
+		}
+	}
+	if h.Window == 0 || h.Window%4096 != 0 || h.Window > 1<<32 {
+		return bad("window size %d", h.Window)
+	}
+	if h.DataSize == 0 || h.DataSize%4096 != 0 {
+		return bad("data size %d", h.DataSize)
+	}
+	if h.Done > h.Windows() {
+		return bad("progress %d beyond %d windows", h.Done, h.Windows())
+	}
+	if h.State == StateComplete && h.Done != h.Windows() {
+		return bad("complete with %d of %d windows", h.Done, h.Windows())
+	}
+	if h.OldOffset%512 != 0 || h.NewOffset%512 != 0 {
+		return bad("data offsets %d, %d not sector aligned", h.OldOffset, h.NewOffset)
+	}
+	if h.Mode != ModeShift && h.OldOffset != h.NewOffset {
+		return bad("data offset changes outside shift mode")
+	}
+	if h.Mode == ModeShift {
+		gap := absDiff(h.OldOffset, h.NewOffset)
+		if gap < h.Window {
+			return bad("shift gap %d smaller than window %d", gap, h.Window)
+		}
+		if h.Descending != (h.NewOffset > h.OldOffset) {
+			return bad("shift direction disagrees with offsets")
+		}
+	} else if h.Descending {
+		return bad("descending order outside shift mode")
+	}
+	for _, end := range []uint64{h.OldOffset, h.NewOffset} {
+		if end+h.DataSize < end || end+h.DataSize > h.DeviceSize {
+			return bad("data area [%d, +%d) beyond device size %d", end, h.DataSize, h.DeviceSize)
+		}
+	}
+	if h.MetaSize == 0 || h.MetaOffset+h.MetaSize < h.MetaOffset {
+		return bad("metadata area size %d", h.MetaSize)
+	}
+	in := func(off, size uint64) bool {
+		return off >= h.MetaOffset && off+size >= off && off+size <= h.MetaOffset+h.MetaSize
+	}
+	if !in(h.LogOffset, h.LogSize) || h.LogSize < 2*4096 || h.LogOffset%4096 != 0 || h.LogSize%4096 != 0 {
+		return bad("log area [%d, +%d)", h.LogOffset, h.LogSize)
+	}
+	if h.LogHeadOff >= h.LogSize || h.LogHeadOff%4096 != 0 || h.LogHeadSeq == 0 {
+		return bad("log head %d seq %d", h.LogHeadOff, h.LogHeadSeq)
+	}
+	if !in(h.DigestOff, h.DigestSize) || h.DigestSize < h.Windows()*DigestEntrySize {
+		return bad("digest table [%d, +%d) for %d windows", h.DigestOff, h.DigestSize, h.Windows())
+	}
+	if overlaps(h.LogOffset, h.LogSize, h.DigestOff, h.DigestSize) {
+		return bad("log and digest table overlap")
+	}
+	return nil
+}
+
+// DigestEntrySize is the size of one window's entry in the digest table.
+const DigestEntrySize = 32
+
+func absDiff(a, b uint64) uint64 {
+	if a > b {
+		return a - b
+	}
+	return b - a
+}
+
+func overlaps(a, alen, b, blen uint64) bool {
+	return a < b+blen && b < a+alen
+}
+
+// VerifyMAC checks the HMAC of an encoded copy under macKey.
+func VerifyMAC(b []byte, macKey []byte) error {
+	if len(b) != Size {
+		return fmt.Errorf("%w: copy is %d bytes", ErrCorrupt, len(b))
+	}
+	mac := hmac.New(sha256.New, macKey)
+	mac.Write(b[:offMAC])
+	if !hmac.Equal(mac.Sum(nil), b[offMAC:offMAC+32]) {
+		return ErrAuth
+	}
+	return nil
+}
