@@ -256,4 +256,3 @@ func (c *conv) redoChecksum(r wal.Record, accept bool) (*DamageError, error) {
 	}
 	return dmg, c.flushData("recover-checksum-data")
 }
-
