@@ -184,8 +184,8 @@ func (c *conv) appendRecord(t wal.Type, done uint64, payload []byte) error {
 	return nil
 }
 
-// checkpoint commits the header with progress done and an empty log. Its
-// single flush (in Commit) is what makes the old records unnecessary.
+// checkpoint commits the header with progress done and an empty log. The
+// flush of its first copy is what makes the old records unnecessary.
 func (c *conv) checkpoint(done uint64, state header.State) error {
 	_, seq := c.log.Tail()
 	h := *c.h
@@ -194,7 +194,11 @@ func (c *conv) checkpoint(done uint64, state header.State) error {
 	h.LogHeadOff = 0
 	h.LogHeadSeq = seq
 	h.Updated = c.now()
-	if err := c.store.Commit(&h, c.macKey); err != nil {
+	// Both copies: a crash mid-commit leaves the previous state readable
+	// from either, and once both are written, damage to one copy later
+	// (not a crash: media decay) cannot fall back to a stale checkpoint
+	// whose log has since been overwritten.
+	if err := c.store.CommitBoth(&h, c.macKey); err != nil {
 		return ioErr("commit header", err)
 	}
 	c.h = &h

@@ -1,0 +1,195 @@
+// Package fsck audits a recorded conversion: both header copies, the keys,
+// the layout, the log, and optionally every converted window against the
+// plaintext digest recorded when it was converted. It is what `cryptshift
+// verify` runs; with Repair it also rewrites a damaged header copy.
+package fsck
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/cryptshift/cryptshift/engine"
+	"github.com/cryptshift/cryptshift/header"
+	"github.com/cryptshift/cryptshift/wal"
+)
+
+// Severity of a finding. Errors and warnings make a report unclean.
+const (
+	Error   = "error"
+	Warning = "warning"
+	Info    = "info"
+)
+
+// Finding is one observation.
+type Finding struct {
+	Severity string
+	What     string
+}
+
+// Options choose how deep the audit goes.
+type Options struct {
+	// Data reads every converted window back and compares it with its
+	// recorded digest.
+	Data bool
+	// Repair rewrites a damaged or stale header copy from the valid one.
+	Repair bool
+}
+
+// Report is the audit's outcome.
+type Report struct {
+	Findings   []Finding
+	Header     *header.Header
+	Checked    uint64 // windows compared with their digest
+	Changed    []uint64
+	Unrecorded []uint64
+}
+
+// Clean reports whether the audit found nothing worse than information.
+func (r *Report) Clean() bool {
+	for _, f := range r.Findings {
+		if f.Severity != Info {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *Report) String() string {
+	var b strings.Builder
+	for _, f := range r.Findings {
+		fmt.Fprintf(&b, "%-7s %s\n", f.Severity+":", f.What)
+	}
+	return b.String()
+}
+
+func (r *Report) add(sev, format string, a ...any) {
+	r.Findings = append(r.Findings, Finding{sev, fmt.Sprintf(format, a...)})
+}
+
+// Audit checks the conversion recorded on t. Problems with the recorded
+// state are findings; an error is returned only when the audit itself
+// cannot proceed (no header, wrong keys, I/O failure), classified with the
+// engine's error classes.
+func Audit(ctx context.Context, t engine.Target, oldKey, newKey []byte, o Options) (*Report, error) {
+	r := &Report{}
+	op, err := engine.OpenRecorded(t, oldKey, newKey)
+	if err != nil {
+		return nil, err
+	}
+	h := op.Header()
+	r.Header = h
+	total := h.Windows()
+	r.add(Info, "conversion %x: %s -> %s, resilience %s, %d of %d windows of %d bytes, %s",
+		h.UUID[:4], h.Old.Cipher, h.New.Cipher, h.Mode, h.Done, total, h.Window, h.State)
+	r.add(Info, "keys match their key check values; header authenticated")
+
+	copies := op.Copies()
+	damaged := false
+	for i, c := range copies {
+		switch {
+		case c.Err != nil:
+			damaged = true
+			r.add(Warning, "header copy %d is unreadable (%v); the other copy is valid", i, c.Err)
+		case !op.CopyAuthentic(i):
+			damaged = true
+			r.add(Error, "header copy %d (seq %d) fails authentication: it was altered", i, c.Header.Seq)
+		case c.Header.Seq != h.Seq:
+			r.add(Info, "header copy %d is one commit older (seq %d, newest %d), as after any commit", i, c.Header.Seq, h.Seq)
+		}
+	}
+	if damaged && o.Repair {
+		if err := op.RepairHeader(); err != nil {
+			return r, err
+		}
+		r.add(Info, "rewrote both header copies from the valid one")
+		r.Findings = dropDamage(r.Findings)
+	}
+
+	if uint64(t.Data.Size()) != h.DeviceSize {
+		r.add(Error, "device is %d bytes, the conversion was recorded on %d bytes", t.Data.Size(), h.DeviceSize)
+	}
+	if t.MetaOnData {
+		for _, off := range []uint64{h.OldOffset, h.NewOffset} {
+			if off+h.DataSize > h.MetaOffset {
+				r.add(Error, "data [%d, %d) overlaps the metadata area at %d", off, off+h.DataSize, h.MetaOffset)
+			}
+		}
+	}
+
+	recs, err := op.Records()
+	if err != nil {
+		return r, err
+	}
+	done := h.Done
+	for _, rec := range recs {
+		if rec.Done < done {
+			r.add(Error, "log record %d goes back from %d to %d windows", rec.Seq, done, rec.Done)
+		}
+		done = rec.Done
+	}
+	r.add(Info, "log: %d record(s) after the last checkpoint", len(recs))
+	if h.State == header.StateInProgress {
+		open := len(recs) > 0 && recs[len(recs)-1].Type != wal.TypeProgress
+		if h.Mode == header.ModeShift || h.Mode == header.ModeNone {
+			open = done < total
+		}
+		if open {
+			r.add(Warning, "window %d was being converted when the process stopped: run `cryptshift recover`", op.WindowAt(done))
+		} else {
+			r.add(Warning, "the conversion stopped without recording a pause: run `cryptshift recover`, then convert to resume")
+		}
+	}
+
+	if o.Data {
+		for step := uint64(0); step < done; step++ {
+			if err := ctx.Err(); err != nil {
+				return r, fmt.Errorf("audit interrupted: %w: %w", engine.ErrPaused, err)
+			}
+			w := op.WindowAt(step)
+			st, err := op.CheckWindow(w)
+			if err != nil {
+				return r, err
+			}
+			r.Checked++
+			switch st {
+			case engine.DigestMismatch:
+				r.Changed = append(r.Changed, w)
+			case engine.DigestUnrecorded:
+				r.Unrecorded = append(r.Unrecorded, w)
+			}
+		}
+		if len(r.Changed) > 0 {
+			r.add(Warning, "%d of %d converted windows differ from what was converted (%s): expected if the device was written to since; otherwise data was damaged", len(r.Changed), r.Checked, windowList(r.Changed))
+		}
+		if len(r.Unrecorded) > 0 {
+			r.add(Warning, "%d converted windows have no recorded digest (%s)", len(r.Unrecorded), windowList(r.Unrecorded))
+		}
+		if len(r.Changed) == 0 && len(r.Unrecorded) == 0 {
+			r.add(Info, "all %d converted windows decrypt under the new key to exactly the data converted", r.Checked)
+		}
+	}
+	return r, nil
+}
+
+func dropDamage(fs []Finding) []Finding {
+	out := fs[:0]
+	for _, f := range fs {
+		if !strings.HasPrefix(f.What, "header copy") {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func windowList(ws []uint64) string {
+	var parts []string
+	for i, w := range ws {
+		if i == 10 {
+			parts = append(parts, fmt.Sprintf("and %d more", len(ws)-10))
+			break
+		}
+		parts = append(parts, fmt.Sprint(w))
+	}
+	return "windows " + strings.Join(parts, ", ")
+}
