@@ -3,6 +3,7 @@ package sectorcipher
 import (
 	"crypto/cipher"
 	"crypto/subtle"
+	"encoding/binary"
 )
 
 // cbcEngine is AES-CBC over one sector per call, the chain starting afresh
@@ -14,12 +15,17 @@ type cbcEngine struct {
 // encryptSector is inherently sequential: each block's input depends on the
 // previous block's output.
 func (c *cbcEngine) encryptSector(b []byte, s *scratch) {
-	prev := s.iv[:]
+	// The chaining value stays in registers; a 16-byte XORBytes call per
+	// block costs more than the XOR itself.
+	lo := binary.LittleEndian.Uint64(s.iv[0:8])
+	hi := binary.LittleEndian.Uint64(s.iv[8:16])
 	for i := 0; i+16 <= len(b); i += 16 {
 		blk := b[i : i+16 : i+16]
-		subtle.XORBytes(blk, blk, prev)
+		binary.LittleEndian.PutUint64(blk[0:8], binary.LittleEndian.Uint64(blk[0:8])^lo)
+		binary.LittleEndian.PutUint64(blk[8:16], binary.LittleEndian.Uint64(blk[8:16])^hi)
 		c.b.Encrypt(blk, blk)
-		prev = blk
+		lo = binary.LittleEndian.Uint64(blk[0:8])
+		hi = binary.LittleEndian.Uint64(blk[8:16])
 	}
 }
 
