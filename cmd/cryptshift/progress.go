@@ -1,0 +1,244 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/cryptshift/cryptshift/engine"
+)
+
+// Progress display modes (--progress).
+const (
+	progressAuto  = "auto"
+	progressBar   = "bar"
+	progressPlain = "plain"
+	progressJSON  = "json"
+	progressNone  = "none"
+)
+
+// barRedraw bounds how often the bar is redrawn: the engine reports every
+// window, which can be hundreds of times a second on fast storage, and a
+// terminal cannot show that anyway.
+const barRedraw = 100 * time.Millisecond
+
+// defaultJSONInterval applies to --progress json when no interval is given:
+// a gauge fed by the JSON lines wants more than one update per 5 s.
+const defaultJSONInterval = time.Second
+
+// resolveProgress turns --progress auto into a concrete mode. Under systemd
+// stderr goes to the journal, where carriage-return redraws turn into one
+// garbled record per redraw, so auto picks plain lines there even when the
+// journal stream happens to be a terminal.
+func resolveProgress(mode string, stderrTTY, underJournal bool) (string, error) {
+	switch mode {
+	case progressAuto:
+		if stderrTTY && !underJournal {
+			return progressBar, nil
+		}
+		return progressPlain, nil
+	case progressBar, progressPlain, progressJSON, progressNone:
+		return mode, nil
+	}
+	return "", usageErr("--progress %q: want auto, bar, plain, json or none", mode)
+}
+
+// meter renders engine progress reports. It is fed from the engine's
+// goroutine only, so it needs no locking; the clock is injected so that
+// tests can check speeds and ETAs without sleeping.
+type meter struct {
+	out      io.Writer
+	mode     string
+	device   string
+	interval time.Duration // plain and json: minimum time between lines; 0 = every window
+	now      func() time.Time
+
+	started    bool
+	start      time.Time
+	startBytes uint64 // bytes already converted when this run began (resume)
+	lastEmit   time.Time
+	last       engine.Progress
+	barOpen    bool // a bar line is on screen without its newline
+}
+
+func newMeter(out io.Writer, mode, device string, interval time.Duration) *meter {
+	return &meter{out: out, mode: mode, device: device, interval: interval, now: time.Now}
+}
+
+// Update is the engine's Options.Progress callback.
+func (m *meter) Update(p engine.Progress) {
+	t := m.now()
+	first := !m.started
+	if first {
+		m.started, m.start, m.startBytes = true, t, p.BytesDone
+	}
+	m.last = p
+	final := p.Done == p.Total
+	switch m.mode {
+	case progressBar:
+		if first || final || t.Sub(m.lastEmit) >= barRedraw {
+			fmt.Fprintf(m.out, "\r%s\x1b[K", m.line(t))
+			m.barOpen = true
+			m.lastEmit = t
+		}
+	case progressPlain:
+		if first || final || t.Sub(m.lastEmit) >= m.interval {
+			fmt.Fprintln(m.out, m.line(t))
+			m.lastEmit = t
+		}
+	case progressJSON:
+		if first || final || t.Sub(m.lastEmit) >= m.interval {
+			m.emitJSON(t, "converting", "")
+			m.lastEmit = t
+		}
+	}
+}
+
+// speed is this run's average rate in bytes per second, 0 while unknown.
+// The average since the start (not a recent-window rate) keeps the ETA
+// steady on storage whose speed jitters from window to window.
+func (m *meter) speed(t time.Time) float64 {
+	el := t.Sub(m.start).Seconds()
+	if el <= 0 || m.last.BytesDone <= m.startBytes {
+		return 0
+	}
+	return float64(m.last.BytesDone-m.startBytes) / el
+}
+
+// eta is the estimated time to the end, false while unknown.
+func (m *meter) eta(t time.Time) (time.Duration, bool) {
+	s := m.speed(t)
+	if m.last.BytesDone >= m.last.BytesTotal {
+		return 0, true
+	}
+	if s <= 0 {
+		return 0, false
+	}
+	return time.Duration(float64(m.last.BytesTotal-m.last.BytesDone) / s * float64(time.Second)), true
+}
+
+func (m *meter) percent() float64 {
+	if m.last.BytesTotal == 0 {
+		return 100
+	}
+	return 100 * float64(m.last.BytesDone) / float64(m.last.BytesTotal)
+}
+
+// line is the human form shared by bar and plain.
+func (m *meter) line(t time.Time) string {
+	const mib = 1 << 20
+	speed := "--.- MiB/s"
+	if s := m.speed(t); s > 0 {
+		speed = fmt.Sprintf("%.1f MiB/s", s/mib)
+	}
+	eta := "--:--"
+	if d, ok := m.eta(t); ok {
+		eta = formatETA(d)
+	}
+	return fmt.Sprintf("Progress: %5.1f%%, %d of %d MiB, %s, ETA %s",
+		m.percent(), m.last.BytesDone/mib, m.last.BytesTotal/mib, speed, eta)
+}
+
+// formatETA prints MM:SS, or H:MM:SS from an hour on.
+func formatETA(d time.Duration) string {
+	s := int64((d + time.Second/2) / time.Second)
+	if s >= 3600 {
+		return fmt.Sprintf("%d:%02d:%02d", s/3600, s/60%60, s%60)
+	}
+	return fmt.Sprintf("%02d:%02d", s/60, s%60)
+}
+
+// progressRecord is one --progress json line. Field names follow what
+// cryptsetup's --progress-json consumers expect where there is an
+// equivalent (eta_ms, time_ms) and are spelled out elsewhere.
+type progressRecord struct {
+	Device       string  `json:"device"`
+	State        string  `json:"state"`
+	Mode         string  `json:"mode"`
+	BytesDone    uint64  `json:"bytes_done"`
+	BytesTotal   uint64  `json:"bytes_total"`
+	WindowsDone  uint64  `json:"windows_done"`
+	WindowsTotal uint64  `json:"windows_total"`
+	Percent      float64 `json:"percent"`
+	Speed        uint64  `json:"speed_bytes_per_s"`
+	ETAms        *int64  `json:"eta_ms"` // null while unknown
+	Timems       int64   `json:"time_ms"`
+	Resumed      bool    `json:"resumed"`
+	Message      string  `json:"message,omitempty"`
+}
+
+func (m *meter) emitJSON(t time.Time, state, msg string) {
+	r := progressRecord{
+		Device: m.device, State: state, Mode: m.last.Mode.String(),
+		BytesDone: m.last.BytesDone, BytesTotal: m.last.BytesTotal,
+		WindowsDone: m.last.Done, WindowsTotal: m.last.Total,
+		Percent: float64(int64(m.percent()*100)) / 100,
+		Speed:   uint64(m.speed(t)), Timems: t.Sub(m.start).Milliseconds(),
+		Resumed: m.last.Resumed, Message: msg,
+	}
+	if d, ok := m.eta(t); ok {
+		ms := d.Milliseconds()
+		r.ETAms = &ms
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		panic(err) // a struct of plain fields always marshals
+	}
+	fmt.Fprintf(m.out, "%s\n", b)
+}
+
+// endLine terminates a bar line, so that what follows starts on its own.
+func (m *meter) endLine() {
+	if m.barOpen {
+		fmt.Fprintln(m.out)
+		m.barOpen = false
+	}
+}
+
+// finished prints the closing summary of a conversion that completed.
+func (m *meter) finished() {
+	t := m.now()
+	m.endLine()
+	msg := m.summary(t)
+	if m.mode == progressJSON {
+		m.emitJSON(t, "complete", msg)
+		return
+	}
+	fmt.Fprintln(m.out, msg)
+}
+
+// summary is "Finished, converted X in T (R MiB/s)" for this run.
+func (m *meter) summary(t time.Time) string {
+	el := t.Sub(m.start)
+	n := m.last.BytesDone - m.startBytes
+	rate := "n/a"
+	if el > 0 {
+		rate = fmt.Sprintf("%.1f MiB/s", float64(n)/el.Seconds()/(1<<20))
+	}
+	return fmt.Sprintf("Finished, converted %s in %s (%s)", formatBytes(n), formatDuration(el), rate)
+}
+
+// paused prints how to continue after a clean pause.
+func (m *meter) paused(done, total uint64) {
+	t := m.now()
+	m.endLine()
+	msg := fmt.Sprintf("Paused at %d of %d windows; run the same command again to resume.", done, total)
+	if m.mode == progressJSON && m.started {
+		m.emitJSON(t, "paused", msg)
+		return
+	}
+	fmt.Fprintln(m.out, msg)
+}
+
+// formatDuration rounds to what a person reads: ms below a second, tenths
+// below a minute, whole seconds above.
+func formatDuration(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	case d < time.Minute:
+		return d.Round(100 * time.Millisecond).String()
+	}
+	return d.Round(time.Second).String()
+}

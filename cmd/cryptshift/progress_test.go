@@ -1,0 +1,193 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cryptshift/cryptshift/engine"
+	"github.com/cryptshift/cryptshift/header"
+)
+
+// fakeClock advances only when told to.
+type fakeClock struct{ t time.Time }
+
+func (c *fakeClock) now() time.Time      { return c.t }
+func (c *fakeClock) add(d time.Duration) { c.t = c.t.Add(d) }
+func newFakeClock() *fakeClock           { return &fakeClock{t: time.Unix(1700000000, 0)} }
+func prog(done, total uint64) engine.Progress {
+	const win = 4 << 20
+	return engine.Progress{Done: done, Total: total, BytesDone: done * win, BytesTotal: total * win, Mode: header.ModeJournal}
+}
+
+func TestResolveProgress(t *testing.T) {
+	cases := []struct {
+		mode         string
+		tty, journal bool
+		want         string
+	}{
+		{"auto", true, false, progressBar},
+		{"auto", false, false, progressPlain},
+		{"auto", true, true, progressPlain}, // systemd: never redraw into the journal
+		{"auto", false, true, progressPlain},
+		{"bar", false, true, progressBar}, // an explicit choice is obeyed
+		{"json", true, false, progressJSON},
+		{"none", true, false, progressNone},
+		{"plain", true, false, progressPlain},
+	}
+	for _, c := range cases {
+		got, err := resolveProgress(c.mode, c.tty, c.journal)
+		if err != nil || got != c.want {
+			t.Errorf("resolveProgress(%q, tty=%v, journal=%v) = %q, %v; want %q", c.mode, c.tty, c.journal, got, err, c.want)
+		}
+	}
+	if _, err := resolveProgress("fancy", true, false); !errors.Is(err, engine.ErrUsage) {
+		t.Errorf("unknown mode: got %v, want a usage error", err)
+	}
+}
+
+func TestPlainProgressHonoursInterval(t *testing.T) {
+	var out bytes.Buffer
+	clk := newFakeClock()
+	m := newMeter(&out, progressPlain, "/dev/x", 5*time.Second)
+	m.now = clk.now
+	m.Update(prog(0, 100)) // first report: always printed
+	for i := uint64(1); i <= 100; i++ {
+		clk.add(time.Second) // 4 MiB/s
+		m.Update(prog(i, 100))
+	}
+	m.finished()
+	s := out.String()
+	if strings.Contains(s, "\r") || strings.Contains(s, "\x1b") {
+		t.Fatalf("plain output has terminal control characters: %q", s)
+	}
+	lines := strings.Split(strings.TrimSuffix(s, "\n"), "\n")
+	// First line, one every 5 s over 100 s (20), the summary.
+	if len(lines) != 22 {
+		t.Fatalf("got %d lines, want 22:\n%s", len(lines), s)
+	}
+	if lines[0] != "Progress:   0.0%, 0 of 400 MiB, --.- MiB/s, ETA --:--" {
+		t.Errorf("first line %q", lines[0])
+	}
+	if lines[1] != "Progress:   5.0%, 20 of 400 MiB, 4.0 MiB/s, ETA 01:35" {
+		t.Errorf("second line %q", lines[1])
+	}
+	if lines[20] != "Progress: 100.0%, 400 of 400 MiB, 4.0 MiB/s, ETA 00:00" {
+		t.Errorf("last progress line %q", lines[20])
+	}
+	if want := "Finished, converted 400.0 MiB in 1m40s (4.0 MiB/s)"; lines[21] != want {
+		t.Errorf("summary %q, want %q", lines[21], want)
+	}
+}
+
+func TestBarRedrawsOneLine(t *testing.T) {
+	var out bytes.Buffer
+	clk := newFakeClock()
+	m := newMeter(&out, progressBar, "/dev/x", 0)
+	m.now = clk.now
+	m.Update(prog(0, 10))
+	for i := uint64(1); i <= 10; i++ {
+		clk.add(15 * time.Millisecond) // faster than the redraw limit
+		m.Update(prog(i, 10))
+	}
+	m.finished()
+	s := out.String()
+	if n := strings.Count(s, "\n"); n != 2 {
+		t.Fatalf("bar wrote %d newlines, want 2 (end of bar, summary): %q", n, s)
+	}
+	// Redraws: the first, one at 105 ms, and the final one at 150 ms.
+	if n := strings.Count(s, "\r"); n != 3 {
+		t.Fatalf("bar redrew %d times, want 3: %q", n, s)
+	}
+	if !strings.Contains(s, "\rProgress: 100.0%, 40 of 40 MiB, 266.7 MiB/s, ETA 00:00\x1b[K\n") {
+		t.Fatalf("final bar line missing: %q", s)
+	}
+}
+
+func TestBarEndsLineBeforePause(t *testing.T) {
+	var out bytes.Buffer
+	m := newMeter(&out, progressBar, "/dev/x", 0)
+	m.now = newFakeClock().now
+	m.Update(prog(3, 10))
+	m.paused(3, 10)
+	if !strings.HasSuffix(out.String(), "\x1b[K\nPaused at 3 of 10 windows; run the same command again to resume.\n") {
+		t.Fatalf("pause message not on its own line: %q", out.String())
+	}
+}
+
+func TestJSONProgress(t *testing.T) {
+	var out bytes.Buffer
+	clk := newFakeClock()
+	m := newMeter(&out, progressJSON, "/dev/sdz", 0)
+	m.now = clk.now
+	p := prog(2, 10)
+	p.Resumed = true
+	m.Update(p)
+	clk.add(2 * time.Second)
+	p = prog(4, 10)
+	p.Resumed = true
+	m.Update(p)
+	m.paused(4, 10)
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("got %d lines, want 3: %q", len(lines), out.String())
+	}
+	var recs []map[string]any
+	for _, l := range lines {
+		var r map[string]any
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatalf("line %q is not JSON: %v", l, err)
+		}
+		recs = append(recs, r)
+	}
+	if recs[0]["eta_ms"] != nil || recs[0]["speed_bytes_per_s"] != 0.0 {
+		t.Errorf("first record claims a speed before any time passed: %v", recs[0])
+	}
+	r := recs[1]
+	want := map[string]any{
+		"device": "/dev/sdz", "state": "converting", "mode": "journal",
+		"bytes_done": float64(16 << 20), "bytes_total": float64(40 << 20),
+		"windows_done": 4.0, "windows_total": 10.0, "percent": 40.0,
+		// 8 MiB in this run (resumed at 8 MiB) over 2 s, 24 MiB left: 6 s.
+		"speed_bytes_per_s": float64(4 << 20), "eta_ms": 6000.0, "time_ms": 2000.0, "resumed": true,
+	}
+	for k, v := range want {
+		if r[k] != v {
+			t.Errorf("record[%q] = %v, want %v", k, r[k], v)
+		}
+	}
+	if recs[2]["state"] != "paused" || !strings.HasPrefix(recs[2]["message"].(string), "Paused at 4 of 10 windows") {
+		t.Errorf("pause record %v", recs[2])
+	}
+}
+
+func TestNoneProgressPrintsOnlySummary(t *testing.T) {
+	var out bytes.Buffer
+	clk := newFakeClock()
+	m := newMeter(&out, progressNone, "/dev/x", 0)
+	m.now = clk.now
+	m.Update(prog(0, 2))
+	clk.add(500 * time.Millisecond)
+	m.Update(prog(2, 2))
+	m.finished()
+	if got, want := out.String(), "Finished, converted 8.0 MiB in 500ms (16.0 MiB/s)\n"; got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+func TestFormatETA(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		0:                                     "00:00",
+		59*time.Second + 600*time.Millisecond: "01:00",
+		62 * time.Second:                      "01:02",
+		3600 * time.Second:                    "1:00:00",
+		(27*3600 + 61) * time.Second:          "27:01:01",
+	} {
+		if got := formatETA(d); got != want {
+			t.Errorf("formatETA(%v) = %q, want %q", d, got, want)
+		}
+	}
+}
