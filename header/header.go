@@ -10,6 +10,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
+	"strings"
 
 	"github.com/klauspost/crc32"
 )
@@ -138,13 +140,24 @@ func (h *Header) Windows() uint64 {
 	if h.Window == 0 {
 		return 0
 	}
-	return (h.DataSize + h.Window - 1) / h.Window
+	// Not (DataSize+Window-1)/Window: that wraps for a data size within a
+	// window of 2^64 and yields too few windows.
+	n := h.DataSize / h.Window
+	if h.DataSize%h.Window != 0 {
+		n++
+	}
+	return n
 }
 
 // Marshal encodes h and seals it with crc32c and an HMAC under macKey.
 func (h *Header) Marshal(macKey []byte) ([]byte, error) {
 	if len(h.Old.Cipher) >= mappingCipherLen || len(h.New.Cipher) >= mappingCipherLen {
 		return nil, fmt.Errorf("encode header: cipher spec longer than %d bytes", mappingCipherLen-1)
+	}
+	// A NUL would end the spec early on decoding: the copy would not read
+	// back as written.
+	if strings.IndexByte(h.Old.Cipher, 0) >= 0 || strings.IndexByte(h.New.Cipher, 0) >= 0 {
+		return nil, errors.New("encode header: cipher spec contains a NUL byte")
 	}
 	b := make([]byte, Size)
 	le := binary.LittleEndian
@@ -354,6 +367,12 @@ func (h *Header) Check() error {
 	}
 	if h.MetaSize == 0 || h.MetaOffset+h.MetaSize < h.MetaOffset {
 		return bad("metadata area size %d", h.MetaSize)
+	}
+	// Offsets become int64 in the engine and in blockdev; anything past
+	// MaxInt64 would turn negative there. Bounding the two areas bounds
+	// every offset and size inside them.
+	if h.DeviceSize > math.MaxInt64 || h.MetaOffset+h.MetaSize > math.MaxInt64 {
+		return bad("device size %d or metadata area [%d, +%d) beyond 2^63", h.DeviceSize, h.MetaOffset, h.MetaSize)
 	}
 	in := func(off, size uint64) bool {
 		return off >= h.MetaOffset && off+size >= off && off+size <= h.MetaOffset+h.MetaSize
