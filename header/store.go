@@ -86,11 +86,16 @@ func (s *Store) Current(macKey []byte) (*Header, error) {
 	return &cp, nil
 }
 
-// Healthy reports whether both copies decode and carry the same sequence
-// number as the newest, i.e. no repair is due.
+// Healthy reports whether both copies decode and hold the same header apart
+// from the sequence number, i.e. no repair is due. (Commit gives every copy
+// its own sequence number, so the copies CommitBoth writes never share one.)
 func (s *Store) Healthy() bool {
-	return s.Copies[0].Err == nil && s.Copies[1].Err == nil &&
-		s.Copies[0].Header.Seq == s.Copies[1].Header.Seq
+	if s.Copies[0].Err != nil || s.Copies[1].Err != nil {
+		return false
+	}
+	a, b := *s.Copies[0].Header, *s.Copies[1].Header
+	a.Seq, b.Seq = 0, 0
+	return a == b
 }
 
 // Commit makes h durable as the newest header. It writes h with the next
@@ -99,6 +104,11 @@ func (s *Store) Healthy() bool {
 // slot, and the previous newest copy still wins on the next read. Committing
 // twice in a row therefore also repairs a damaged or stale copy.
 func (s *Store) Commit(h *Header, macKey []byte) error {
+	// A copy that Unmarshal would reject is as good as a torn one: refuse
+	// it before it replaces a valid copy.
+	if err := h.Check(); err != nil {
+		return fmt.Errorf("commit header: %w", err)
+	}
 	target := 0
 	var maxSeq uint64
 	for _, c := range s.Copies {
