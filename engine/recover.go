@@ -131,7 +131,7 @@ func (c *conv) recover(ro RecoverOptions) (*RecoverResult, error) {
 		if done < total {
 			// The source of window done is intact (invariant S2): redoing it
 			// is safe whether or not it had started.
-			if err := c.step(done); err != nil {
+			if err := c.protect(done); err != nil {
 				return nil, err
 			}
 			res.Rolled, res.Window = true, c.windowAt(done)

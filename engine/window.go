@@ -210,6 +210,36 @@ func (c *conv) checkpoint(done uint64, state header.State) error {
 // durable). The order of writes and flushes per mode is the crash argument
 // of docs/DESIGN.md, "Per-window protocol".
 func (c *conv) step(j uint64) error {
+	hd := c.opts.Holder
+	if hd == nil {
+		return c.protect(j)
+	}
+	w := c.windowAt(j)
+	start, n := c.windowRange(w)
+	if err := hd.Hold(w, start, n); err != nil {
+		hd.Abort(w, start, n, err)
+		return fmt.Errorf("hold window %d: %w", w, err)
+	}
+	err := c.protect(j)
+	if err == nil && (c.h.Mode == header.ModeJournal || c.h.Mode == header.ModeChecksum) {
+		// O1: online, the window must be committed before the application
+		// can write into it, or recovery would redo it over those writes.
+		if err = c.appendRecord(wal.TypeProgress, j+1, nil); err == nil {
+			err = c.flush(c.t.Meta, "online-commit")
+		}
+	}
+	if err != nil {
+		hd.Abort(w, start, n, err)
+		return err
+	}
+	if err := hd.Release(w, start, n); err != nil {
+		return fmt.Errorf("release window %d: %w", w, err)
+	}
+	return nil
+}
+
+// protect runs the per-mode protocol for step j.
+func (c *conv) protect(j uint64) error {
 	w := c.windowAt(j)
 	start, n := c.windowRange(w)
 	old, cur := c.buf.get(n)
