@@ -95,7 +95,7 @@ type Holder interface {
 // Options are how Convert runs, as opposed to what it converts.
 type Options struct {
 	// Holder, when set, makes the conversion online (see Holder).
-	Holder Holder
+	Holder   Holder
 	Progress func(Progress)
 	Hooks    *Hooks
 	// UUID fixes the conversion identity of a new conversion; tests use it
