@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls this; README.md names it).
+# Installs what the real-kernel suite needs, then runs every check; any
+# failure fails the run. Nothing is skipped: the VM tests fail, not skip,
+# when qemu or the kernel cannot be had.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s ==\n' "$*"; }
+
+step "dependencies"
+if [ "$(id -u)" = 0 ]; then
+	bash tests/vm/install-deps.sh
+else
+	echo "not root: not installing packages; tests/vm will fail if they are missing" >&2
+fi
+command -v go >/dev/null || { echo "go is not installed" >&2; exit 1; }
+go version
+
+step "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+	echo "gofmt would change:"; echo "$unformatted"; exit 1
+fi
+
+step "go vet"
+go vet ./...
+
+step "tests (all packages, including tests/fault and tests/vm)"
+go test -count=1 -timeout 40m ./... 2>&1 | tee /tmp/cryptshift-test.log
+
+step "race detector (all packages but the VM suite, short mode)"
+go test -race -short -count=1 -timeout 20m $(go list ./... | grep -v /tests/vm)
+
+step "purego build of the ciphers"
+go test -tags purego -count=1 ./sectorcipher
+
+step "fuzz smoke (10 s per target)"
+for pkg in $(go list ./...); do
+	dir=$(go list -f '{{.Dir}}' "$pkg")
+	for fz in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //'); do
+		echo "-- $pkg $fz"
+		go test -run='^$' -fuzz="^${fz}\$" -fuzztime=10s "$pkg"
+	done
+done
+
+step "done"
