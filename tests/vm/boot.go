@@ -36,7 +36,8 @@ type Config struct {
 	// with the console as stdout and stderr and /tmp as working directory. Its
 	// exit status comes back in Result.ExitCode.
 	Script string
-	// Files are extra files for this boot only (key files, inputs), by guest path.
+	// Files are extra files for this boot only (key files, inputs, helper
+	// scripts), by guest path; they are created with mode 0755.
 	Files map[string][]byte
 	// Memory in MiB (default 1024) and SMP CPU count (default 2).
 	Memory, SMP int
@@ -276,7 +277,7 @@ func writeInitrd(path string, base []byte, cfg Config, nonce string) error {
 	a.addFile("/etc/vm/script", 0o755, []byte(cfg.Script))
 	a.addFile("/etc/vm/nonce", 0o644, []byte(nonce+"\n"))
 	for p, data := range cfg.Files {
-		a.addFile(p, 0o644, data)
+		a.addFile(p, 0o755, data)
 	}
 	f, err := os.Create(path)
 	if err != nil {

@@ -1,8 +1,10 @@
 package vm
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The brief is "fails loudly, never skips silently": a host without qemu or
@@ -28,5 +30,22 @@ func TestVersionLess(t *testing.T) {
 		if !versionLess(ordered[i-1], ordered[i]) || versionLess(ordered[i], ordered[i-1]) {
 			t.Errorf("want %s < %s", ordered[i-1], ordered[i])
 		}
+	}
+}
+
+// A guest that never finishes must come back as an error with TimedOut set,
+// not hang the test run. The script sleeps far beyond the timeout, so the
+// outcome does not depend on how fast the emulator is.
+func TestBootTimesOut(t *testing.T) {
+	Require(t)
+	res, err := Boot(context.Background(), Config{Image: testImage, Script: "sleep 100000", Timeout: 3 * time.Second})
+	if err == nil {
+		t.Fatal("Boot returned no error for a guest that never finished")
+	}
+	if res == nil || !res.TimedOut || res.ExitCode != -1 || res.Killed {
+		t.Fatalf("want TimedOut, no exit status, not Killed; got %+v (err %v)", res, err)
+	}
+	if !strings.Contains(err.Error(), "timed out") {
+		t.Errorf("error does not say it timed out: %v", err)
 	}
 }
