@@ -109,7 +109,12 @@ type Options struct {
 type Result struct {
 	Header  *header.Header
 	Resumed bool
+	// AlreadyComplete: the same conversion had already finished; nothing
+	// was written.
+	AlreadyComplete bool
 }
+
+var errAlreadyComplete = errors.New("already complete")
 
 // conv is one open conversion: header authenticated, ciphers ready.
 type conv struct {
@@ -148,6 +153,9 @@ func (c *conv) flush(dev blockdev.Device, point string) error {
 // window in hand, records a clean pause and returns ErrPaused).
 func Convert(ctx context.Context, t Target, cfg Config, opts Options) (*Result, error) {
 	c, resumed, err := open(t, cfg, opts)
+	if errors.Is(err, errAlreadyComplete) {
+		return &Result{Header: c.h, Resumed: true, AlreadyComplete: true}, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -176,12 +184,20 @@ func open(t Target, cfg Config, opts Options) (*conv, bool, error) {
 		return nil, false, fmt.Errorf("%w: %w", ErrHeader, err)
 	}
 	if peek.State == header.StateComplete {
-		if sideMatchesRecorded(cfg.Old, peek.New) && !sideMatchesRecorded(cfg.New, peek.New) {
-			// A new conversion of a device whose previous one finished.
+		// The key check values tell a rerun of the finished command from a
+		// new conversion that starts from the finished one's result.
+		if sideMatchesRecorded(cfg.Old, peek.New) && header.KCV(cfg.Old.Key, peek.UUID) == peek.NewKCV {
 			c, err := create(t, store, cfg, opts)
 			return c, false, err
 		}
-		return nil, false, fmt.Errorf("%w: the conversion recorded on this device is already complete (now %s); to convert again, give --old-cipher and --old-key-file for the current mapping", ErrRefused, peek.New.Cipher)
+		if header.KCV(cfg.Old.Key, peek.UUID) == peek.OldKCV && header.KCV(cfg.New.Key, peek.UUID) == peek.NewKCV {
+			h, _, err := authenticate(store, peek, cfg.Old.Key, cfg.New.Key)
+			if err != nil {
+				return nil, false, err
+			}
+			return &conv{h: h}, true, errAlreadyComplete
+		}
+		return nil, false, fmt.Errorf("%w: the conversion recorded on this device is complete (the data is now %s under the new key); to convert again, give that as --old-cipher and --old-key-file", ErrRefused, peek.New.Cipher)
 	}
 	c, err := resume(t, store, peek, cfg, opts)
 	return c, true, err

@@ -363,3 +363,41 @@ func TestSeparateMetadataAndWrongDevice(t *testing.T) {
 	}
 	f.check(t, res.Header)
 }
+
+func TestCompletedConversionRerunAndChain(t *testing.T) {
+	a, b := sides[1], sides[1]
+	b.key = key(64, 42)
+	f := newFixture(t, a, b, 0, 4*testWindow, 4<<20)
+	if _, err := Convert(context.Background(), f.target(), f.config("journal"), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	before := devHash(f.dev)
+	res, err := Convert(context.Background(), f.target(), f.config("journal"), Options{})
+	if err != nil || !res.AlreadyComplete {
+		t.Fatalf("rerun of a finished conversion: %v, %+v", err, res)
+	}
+	if devHash(f.dev) != before {
+		t.Fatal("rerun wrote to the device")
+	}
+	// A second rotation from the new key (same cipher) starts a new conversion.
+	c := b
+	c.key = key(64, 43)
+	cfg := f.config("checksum")
+	cfg.Old, cfg.New = b.cfg(), c.cfg()
+	res, err = Convert(context.Background(), f.target(), cfg, Options{})
+	if err != nil || res.AlreadyComplete || res.Resumed {
+		t.Fatalf("chained conversion: %v, %+v", err, res)
+	}
+	f.new_ = c
+	f.check(t, res.Header)
+	// Anything else against the completed record is refused untouched.
+	before = devHash(f.dev)
+	cfg.Old = a.cfg()
+	cfg.New = side{cipher: "aes-xts-plain64", key: key(64, 44), ss: 512}.cfg()
+	if _, err := Convert(context.Background(), f.target(), cfg, Options{}); !errors.Is(err, ErrRefused) {
+		t.Fatalf("want ErrRefused, got %v", err)
+	}
+	if devHash(f.dev) != before {
+		t.Fatal("refused request wrote to the device")
+	}
+}
