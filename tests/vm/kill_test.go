@@ -34,7 +34,7 @@ func TestKillKeepsSyncedWrites(t *testing.T) {
 	first := Run(t, Config{
 		Image:     testImage,
 		Disks:     []string{disk},
-		Script:    fmt.Sprintf("syncwriter -dev /dev/vda -seed %d", seed),
+		Script:    fmt.Sprintf("syncwriter -hold -dev /dev/vda -seed %d", seed),
 		KillOn:    fmt.Sprintf("SYNCED %d", killAt),
 		KillAfter: delay,
 	})

@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -20,10 +21,19 @@ func main() {
 	seed := flag.Uint64("seed", 1, "record stream seed")
 	count := flag.Uint64("count", 1<<20, "records to write (stops early at the end of the device)")
 	verify := flag.Bool("verify", false, "count intact records instead of writing")
+	hold := flag.Bool("hold", false, "after writing, wait forever instead of exiting")
 	flag.Parse()
 	if err := run(*dev, *seed, *count, *verify); err != nil {
 		fmt.Fprintln(os.Stderr, "syncwriter:", err)
 		os.Exit(1)
+	}
+	if *hold {
+		// A test that kills the guest at a random moment must find it still
+		// running however fast the writes went.
+		fmt.Println("HOLDING")
+		for {
+			time.Sleep(time.Hour)
+		}
 	}
 }
 
