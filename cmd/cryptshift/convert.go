@@ -23,6 +23,11 @@ import (
 // exact point, so the end-to-end test needs no timing. Not for production.
 const testInterruptEnv = "CRYPTSHIFT_TEST_INTERRUPT_AFTER"
 
+// testKillEnv is a TEST-ONLY hook: CRYPTSHIFT_TEST_KILL_AFTER=N makes
+// convert SIGKILL itself after window N is committed, leaving the state a
+// crash leaves for recover to find. Not for production.
+const testKillEnv = "CRYPTSHIFT_TEST_KILL_AFTER"
+
 func convertCommand(stderr io.Writer) *cli.Command {
 	return &cli.Command{
 		Name:      "convert",
@@ -72,6 +77,14 @@ func convertAction(c *cli.Context, stderr io.Writer) error {
 	opts := engine.Options{Progress: m.Update}
 	if n, err := strconv.ParseUint(os.Getenv(testInterruptEnv), 10, 64); err == nil {
 		opts.Hooks = &engine.Hooks{AfterWindow: selfInterrupt(in, n)}
+	}
+	if n, err := strconv.ParseUint(os.Getenv(testKillEnv), 10, 64); err == nil {
+		opts.Hooks = &engine.Hooks{AfterWindow: func(done uint64) {
+			if done == n {
+				syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				select {} // SIGKILL cannot be caught: this never runs on
+			}
+		}}
 	}
 	res, err := runConvert(in.ctx, t, cfg, opts, m)
 	// A metadata file that never received a header (refused, wrong key)

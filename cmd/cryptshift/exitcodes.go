@@ -79,7 +79,7 @@ func exitCodeHelp() string {
 // errorLine renders err as the single line cryptshift prints on failure:
 // log collectors and scripts that grep stderr expect one line per error.
 func errorLine(err error) string {
-	msg := strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
+	msg := strings.Join(strings.Fields(strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", "; ")), " ")
 	return "cryptshift: " + msg
 }
 
