@@ -11,13 +11,13 @@ import (
 // Flag names are a contract with scripts and tests: never rename one.
 
 func metadataFlag() cli.Flag {
-	return &cli.StringFlag{Name: "metadata", Usage: "metadata file or device `PATH` (default: the end of DEVICE)"}
+	return &cli.StringFlag{Name: "metadata", Usage: "`PATH` of a separate metadata file or device (default: the end of DEVICE)"}
 }
 
 func keyFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "old-key-file", Usage: "raw key of the old mapping, as for cryptsetup open --type plain --key-file (`PATH`)"},
-		&cli.StringFlag{Name: "new-key-file", Usage: "raw key of the new mapping (`PATH`)"},
+		&cli.StringFlag{Name: "old-key-file", Usage: "`PATH` of the old mapping's raw key, as cryptsetup open --type plain --key-file reads it"},
+		&cli.StringFlag{Name: "new-key-file", Usage: "`PATH` of the new mapping's raw key"},
 	}
 }
 
@@ -26,8 +26,8 @@ func mappingFlags() []cli.Flag {
 	for _, side := range []string{"old", "new"} {
 		fs = append(fs,
 			&cli.StringFlag{Name: side + "-cipher", Usage: "dm-crypt cipher `SPEC` of the " + side + " mapping, or none (new conversion default: aes-xts-plain64)"},
-			&cli.IntFlag{Name: side + "-sector-size", Usage: "dm-crypt sector_size of the " + side + " mapping: 512, 1024, 2048 or 4096 (default 512)"},
-			&cli.Uint64Flag{Name: side + "-iv-offset", Usage: "dm-crypt iv_offset of the " + side + " mapping, in 512-byte sectors (default 0)"},
+			&cli.IntFlag{Name: side + "-sector-size", DefaultText: "512", Usage: "dm-crypt sector_size `N` of the " + side + " mapping: 512, 1024, 2048 or 4096"},
+			&cli.Uint64Flag{Name: side + "-iv-offset", Usage: "dm-crypt iv_offset `N` of the " + side + " mapping, in 512-byte sectors"},
 			&cli.BoolFlag{Name: side + "-iv-large-sectors", Usage: "dm-crypt iv_large_sectors for the " + side + " mapping"},
 		)
 	}
@@ -38,11 +38,11 @@ func convertFlags() []cli.Flag {
 	fs := mappingFlags()
 	fs = append(fs, keyFlags()...)
 	return append(fs,
-		&cli.StringFlag{Name: "data-offset", Usage: "where the data starts on DEVICE, `BYTES` (default 0)"},
-		&cli.StringFlag{Name: "data-size", Usage: "how much data to convert, `BYTES` (default: up to the metadata area)"},
+		&cli.StringFlag{Name: "data-offset", Usage: "`BYTES` from the start of DEVICE to the data (default 0)"},
+		&cli.StringFlag{Name: "data-size", Usage: "`BYTES` of data to convert (default: up to the metadata area)"},
 		metadataFlag(),
 		&cli.StringFlag{Name: "metadata-size", Value: "32M", Usage: "`SIZE` of the metadata area at the end of DEVICE, or of a --metadata file convert creates"},
-		&cli.StringFlag{Name: "resilience", Usage: "how each window is protected while rewritten: journal, checksum, shift or none (default journal)"},
+		&cli.StringFlag{Name: "resilience", Usage: "`MODE` protecting each window while it is rewritten: journal, checksum, shift or none (default journal)"},
 		&cli.StringFlag{Name: "window", Usage: "`SIZE` of the unit rewritten at a time (default 4M)"},
 		&cli.StringFlag{Name: "shift", Usage: "gap `SIZE` by which --resilience shift moves the data (default: one window)"},
 		&cli.BoolFlag{Name: "force", Usage: "do what is otherwise refused (resilience none, data that does not decrypt plausibly)"},
@@ -52,12 +52,12 @@ func convertFlags() []cli.Flag {
 }
 
 func progressFlag() cli.Flag {
-	return &cli.StringFlag{Name: "progress", Value: progressAuto, Usage: "progress display: auto, bar, plain, json or none (auto: bar on a terminal, plain lines otherwise and under systemd)"}
+	return &cli.StringFlag{Name: "progress", Value: progressAuto, Usage: "progress display `MODE`: auto, bar, plain, json or none (auto: bar on a terminal, plain lines otherwise and under systemd)"}
 }
 
 func progressIntervalFlag() cli.Flag {
 	return &cli.DurationFlag{Name: "progress-interval", Value: 5 * time.Second,
-		Usage: "time between plain progress lines (json: default 1s; 0: after every window)"}
+		Usage: "`DURATION` between plain progress lines (json: default 1s; 0: after every window)"}
 }
 
 // sizeFlag parses a size flag; ok is false when it was not given.
