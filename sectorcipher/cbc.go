@@ -1,15 +1,25 @@
 package sectorcipher
 
 import (
+	"crypto/aes"
 	"crypto/cipher"
 	"crypto/subtle"
 	"encoding/binary"
+	"fmt"
 )
 
 // cbcEngine is AES-CBC over one sector per call, the chain starting afresh
 // from the sector's IV block.
 type cbcEngine struct {
 	b cipher.Block
+}
+
+func newCBCGeneric(key []byte) (*cbcEngine, error) {
+	b, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("sectorcipher: CBC key: %w", err)
+	}
+	return &cbcEngine{b: b}, nil
 }
 
 // encryptSector is inherently sequential: each block's input depends on the

@@ -45,6 +45,48 @@ type sectorEngine interface {
 	decryptSector(sector []byte, s *scratch)
 }
 
+// forceGeneric makes New pick the pure-Go engines even where assembly ones
+// could run, so that tests exercise both on one machine.
+var forceGeneric bool
+
+// xtsImpl and cbcImpl describe an accelerated engine. Each build lists its
+// own in xtsImpls and cbcImpls, fastest first; New takes the first whose CPU
+// features are present and falls back to the pure-Go engines, which every
+// build has.
+type xtsImpl struct {
+	name      string
+	available bool
+	new       func(k1, k2 []byte) sectorEngine
+}
+
+type cbcImpl struct {
+	name      string
+	available bool
+	new       func(key []byte) sectorEngine
+}
+
+func newXTSEngine(k1, k2 []byte) (sectorEngine, error) {
+	if !forceGeneric {
+		for _, im := range xtsImpls {
+			if im.available {
+				return im.new(k1, k2), nil
+			}
+		}
+	}
+	return newXTSGeneric(k1, k2)
+}
+
+func newCBCEngine(key []byte) (sectorEngine, error) {
+	if !forceGeneric {
+		for _, im := range cbcImpls {
+			if im.available {
+				return im.new(key), nil
+			}
+		}
+	}
+	return newCBCGeneric(key)
+}
+
 // New returns the Cipher for m after checking it with m.Validate. The key is
 // expanded into cipher state at once; m.Key is not retained.
 func New(m Mapping) (Cipher, error) {
@@ -62,26 +104,18 @@ func New(m Mapping) (Cipher, error) {
 		ivOffset: m.IVOffset,
 		truncate: m.Spec.iv == ivPlain,
 	}
+	var err error
 	switch m.Spec.mode {
 	case modeXTS:
 		half := len(m.Key) / 2
-		data, err := aes.NewCipher(m.Key[:half])
-		if err != nil {
-			return nil, fmt.Errorf("sectorcipher: XTS data key: %w", err)
-		}
-		tweak, err := aes.NewCipher(m.Key[half:])
-		if err != nil {
-			return nil, fmt.Errorf("sectorcipher: XTS tweak key: %w", err)
-		}
-		c.eng = &xtsEngine{data: data, tweak: tweak}
+		c.eng, err = newXTSEngine(m.Key[:half], m.Key[half:])
 	case modeCBC:
-		b, err := aes.NewCipher(m.Key)
-		if err != nil {
-			return nil, fmt.Errorf("sectorcipher: CBC key: %w", err)
-		}
-		c.eng = &cbcEngine{b: b}
+		c.eng, err = newCBCEngine(m.Key)
 	default:
 		return nil, fmt.Errorf("sectorcipher: unsupported spec %s", m.Spec)
+	}
+	if err != nil {
+		return nil, err
 	}
 	if m.Spec.iv == ivEssivSHA256 {
 		salt := sha256.Sum256(m.Key)

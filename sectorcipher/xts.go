@@ -1,9 +1,11 @@
 package sectorcipher
 
 import (
+	"crypto/aes"
 	"crypto/cipher"
 	"crypto/subtle"
 	"encoding/binary"
+	"fmt"
 )
 
 // xtsEngine is XTS-AES (IEEE 1619) over one data unit per call, written to
@@ -12,6 +14,20 @@ import (
 // encrypted block by block, and whitened again.
 type xtsEngine struct {
 	data, tweak cipher.Block // K1 and K2
+}
+
+// newXTSGeneric builds the pure-Go engine from the data key K1 and the tweak
+// key K2.
+func newXTSGeneric(k1, k2 []byte) (*xtsEngine, error) {
+	data, err := aes.NewCipher(k1)
+	if err != nil {
+		return nil, fmt.Errorf("sectorcipher: XTS data key: %w", err)
+	}
+	tweak, err := aes.NewCipher(k2)
+	if err != nil {
+		return nil, fmt.Errorf("sectorcipher: XTS tweak key: %w", err)
+	}
+	return &xtsEngine{data: data, tweak: tweak}, nil
 }
 
 // tweaks fills s.buf[:n] with the tweak of every 16-byte block of an n-byte
