@@ -1,0 +1,229 @@
+package dm
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"fmt"
+
+	"github.com/cryptshift/cryptshift/header"
+	"github.com/cryptshift/cryptshift/sectorcipher"
+)
+
+// Keys are the two keys of a conversion; empty for a plaintext side.
+type Keys struct {
+	Old, New []byte
+}
+
+// layout is a conversion's geometry in sectors, and its two mappings.
+type layout struct {
+	dev            string // backing device, "major:minor" or a path
+	oldOff, newOff uint64 // sectors on dev where the data area starts
+	size           uint64 // data area, sectors
+	old, new       sectorcipher.Mapping
+	extra          []string // format-neutral crypt options for every crypt target
+}
+
+// span is a half-open range of data-area sectors.
+type span struct{ lo, hi uint64 }
+
+func (s span) empty() bool { return s.lo >= s.hi }
+
+// table builds the table of the served device: conv with the new mapping,
+// win (if not empty) as dm-linear onto holdDev, the rest with the old one.
+// conv must be a prefix or a suffix of the data area and win adjacent to it.
+func (l *layout) table(conv, win span, holdDev string) []Target {
+	type part struct {
+		s    span
+		kind int // 0 old, 1 new, 2 hold
+	}
+	var parts []part
+	add := func(s span, kind int) {
+		if !s.empty() {
+			parts = append(parts, part{s, kind})
+		}
+	}
+	// Walk [0, size) cutting at the boundaries of conv and win.
+	pos := uint64(0)
+	for pos < l.size {
+		switch {
+		case !conv.empty() && pos == conv.lo:
+			add(conv, 1)
+			pos = conv.hi
+		case !win.empty() && pos == win.lo:
+			add(win, 2)
+			pos = win.hi
+		default:
+			end := l.size
+			if !conv.empty() && conv.lo > pos && conv.lo < end {
+				end = conv.lo
+			}
+			if !win.empty() && win.lo > pos && win.lo < end {
+				end = win.lo
+			}
+			add(span{pos, end}, 0)
+			pos = end
+		}
+	}
+	out := make([]Target, 0, len(parts))
+	for _, p := range parts {
+		n := p.s.hi - p.s.lo
+		switch p.kind {
+		case 0:
+			out = append(out, MappingTarget(l.old, l.dev, l.oldOff, p.s.lo, n, l.extra))
+		case 1:
+			out = append(out, MappingTarget(l.new, l.dev, l.newOff, p.s.lo, n, l.extra))
+		default:
+			out = append(out, Target{Start: p.s.lo, Length: n, Type: "linear", Params: Linear{Device: holdDev, Offset: 0}.Params()})
+		}
+	}
+	return out
+}
+
+// windowTable is the table of a hold device serving win with m from base.
+func (l *layout) windowTable(m sectorcipher.Mapping, base uint64, win span) []Target {
+	t := MappingTarget(m, l.dev, base, win.lo, win.hi-win.lo, l.extra)
+	t.Start = 0
+	return []Target{t}
+}
+
+func sameMapping(a, b sectorcipher.Mapping) bool {
+	if a.Spec != b.Spec {
+		return false
+	}
+	if a.Spec.IsNone() {
+		// Plaintext reads the same whatever the IV or sector options say.
+		return true
+	}
+	return bytes.Equal(a.Key, b.Key) && a.SectorSize == b.SectorSize &&
+		a.IVOffset == b.IVOffset && a.IVLargeSectors == b.IVLargeSectors
+}
+
+// classify tells whether target t serves its range with the old (0) or the
+// new (1) mapping of l, exactly as a table built by l would; -1 otherwise.
+func (l *layout) classify(t Target) (int, error) {
+	seg, err := ParseSegment(t)
+	if err != nil {
+		return -1, err
+	}
+	if seg.Device != l.dev {
+		return -1, nil
+	}
+	for kind, side := range []struct {
+		m   sectorcipher.Mapping
+		off uint64
+	}{{l.old, l.oldOff}, {l.new, l.newOff}} {
+		want := side.m
+		want.IVOffset += t.Start
+		if seg.Offset == side.off+t.Start && sameMapping(seg.Mapping, want) {
+			return kind, nil
+		}
+	}
+	return -1, nil
+}
+
+// converted reads which part of a served table uses the new mapping. Every
+// target must be one l would build (old or new at the right place), and the
+// new part a prefix or suffix: otherwise the table and the conversion
+// disagree, and going on would serve or write data under the wrong key.
+func (l *layout) converted(ts []Target) (span, error) {
+	if Size(ts) != l.size {
+		return span{}, fmt.Errorf("dm: the device has %d sectors but the data area has %d", Size(ts), l.size)
+	}
+	var conv span
+	first := true
+	for _, t := range ts {
+		k, err := l.classify(t)
+		if err != nil {
+			return span{}, err
+		}
+		switch k {
+		case -1:
+			return span{}, fmt.Errorf("dm: target at sector %d (%s) serves neither the old nor the new mapping of this conversion", t.Start, t.Type)
+		case 1:
+			if !first && conv.hi != t.Start {
+				return span{}, errors.New("dm: the device serves the new mapping in more than one range")
+			}
+			if first {
+				conv = span{t.Start, t.Start + t.Length}
+				first = false
+			} else {
+				conv.hi = t.Start + t.Length
+			}
+		}
+	}
+	if !conv.empty() && conv.lo != 0 && conv.hi != l.size {
+		return span{}, errors.New("dm: the device serves the new mapping in the middle of the data area")
+	}
+	return conv, nil
+}
+
+// convertedAt is the part of the data area done windows cover.
+func convertedAt(h *header.Header) span {
+	size := h.DataSize / 512
+	if h.Done == 0 {
+		return span{}
+	}
+	if h.Done >= h.Windows() {
+		return span{0, size}
+	}
+	if h.Descending {
+		return span{(h.Windows() - h.Done) * h.Window / 512, size}
+	}
+	return span{0, h.Done * h.Window / 512}
+}
+
+func mappingFromHeader(which string, m header.Mapping, key []byte, kcv [32]byte, uuid [16]byte) (sectorcipher.Mapping, error) {
+	spec, err := sectorcipher.ParseSpec(m.Cipher)
+	if err != nil {
+		return sectorcipher.Mapping{}, fmt.Errorf("dm: recorded %s cipher: %w", which, err)
+	}
+	if key == nil {
+		key = []byte{}
+	}
+	if header.KCV(key, uuid) != kcv {
+		return sectorcipher.Mapping{}, fmt.Errorf("dm: the %s key is not the one this conversion was started with", which)
+	}
+	mm := sectorcipher.Mapping{Spec: spec, Key: key, SectorSize: int(m.SectorSize), IVOffset: m.IVOffset, IVLargeSectors: m.IVLargeSectors}
+	if err := mm.Validate(); err != nil {
+		return sectorcipher.Mapping{}, fmt.Errorf("dm: recorded %s mapping: %w", which, err)
+	}
+	return mm, nil
+}
+
+func layoutFromHeader(h *header.Header, keys Keys, device string) (*layout, error) {
+	if h.DataSize%512 != 0 || h.OldOffset%512 != 0 || h.NewOffset%512 != 0 || h.Window%512 != 0 {
+		return nil, errors.New("dm: recorded layout is not in whole sectors")
+	}
+	om, err := mappingFromHeader("old", h.Old, keys.Old, h.OldKCV, h.UUID)
+	if err != nil {
+		return nil, err
+	}
+	nm, err := mappingFromHeader("new", h.New, keys.New, h.NewKCV, h.UUID)
+	if err != nil {
+		return nil, err
+	}
+	return &layout{dev: device, oldOff: h.OldOffset / 512, newOff: h.NewOffset / 512,
+		size: h.DataSize / 512, old: om, new: nm}, nil
+}
+
+// Composite returns the table that serves the data area of a conversion at
+// the progress recorded in h: new mapping over the done windows, old over
+// the rest. h must come from recovery (authenticated, no window in flight),
+// and the keys must match the recorded key check values. device is the
+// backing device as a table names it ("major:minor" or a path).
+func Composite(h *header.Header, keys Keys, device string) ([]Target, error) {
+	if h.State == header.StateInProgress {
+		return nil, errors.New("dm: the conversion is marked in progress: a window may be in flight; run recover first")
+	}
+	l, err := layoutFromHeader(h, keys, device)
+	if err != nil {
+		return nil, err
+	}
+	return l.table(convertedAt(h), span{}, ""), nil
+}
+
+// RecoveredUUID is the device-mapper UUID ActivateRecovered gives name.
+func RecoveredUUID(h *header.Header, name string) string {
+	return "CRYPTSHIFT-" + hex.EncodeToString(h.UUID[:]) + "-" + name
+}
