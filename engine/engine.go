@@ -177,7 +177,7 @@ func open(t Target, cfg Config, opts Options) (*conv, bool, error) {
 	}
 	peek, err := store.Current(nil)
 	switch {
-	case errors.Is(err, header.ErrNoHeader):
+	case errors.Is(err, header.ErrNoHeader) || firstCommitTorn(store):
 		c, err := create(t, store, cfg, opts)
 		return c, false, err
 	case err != nil:
@@ -201,6 +201,18 @@ func open(t Target, cfg Config, opts Options) (*conv, bool, error) {
 	}
 	c, err := resume(t, store, peek, cfg, opts)
 	return c, true, err
+}
+
+// firstCommitTorn reports the state a crash during the first header commit
+// of a conversion leaves: one slot never written, the other torn. Once that
+// commit completes, every later commit rewrites one slot while the other
+// stays valid, so this state cannot hide a conversion in progress; and the
+// data area is written only after the first commit, so it is untouched. It
+// means "no conversion", not a corrupt one that must be refused.
+func firstCommitTorn(s *header.Store) bool {
+	a, b := s.Copies[0].Err, s.Copies[1].Err
+	return errors.Is(a, header.ErrNoHeader) && errors.Is(b, header.ErrCorrupt) ||
+		errors.Is(a, header.ErrCorrupt) && errors.Is(b, header.ErrNoHeader)
 }
 
 func sideMatchesRecorded(s Side, m header.Mapping) bool {

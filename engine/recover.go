@@ -47,6 +47,9 @@ func openExisting(t Target, oldKey, newKey []byte, opts Options) (*conv, error) 
 	}
 	peek, err := store.Current(nil)
 	if err != nil {
+		if firstCommitTorn(store) {
+			err = header.ErrNoHeader
+		}
 		return nil, headerErr(err)
 	}
 	h, macKey, err := authenticate(store, peek, oldKey, newKey)
