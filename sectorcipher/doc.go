@@ -59,11 +59,12 @@
 //
 // # Implementations
 //
-// On amd64 the XTS and CBC transforms run in assembly, one call per sector:
-// with VAES and VPCLMULQDQ on 512-bit registers where the CPU and OS offer
-// AVX-512 (sixteen blocks in flight), otherwise with AES-NI and PCLMULQDQ
-// (eight blocks in flight; CBC encryption, being serial, one). Without
-// those, on other architectures, or when built with the purego tag, the
+// On amd64 the XTS and CBC transforms run in assembly, one call per sector.
+// XTS uses VAES and VPCLMULQDQ on 512-bit registers where the CPU and OS
+// offer AVX-512 (sixteen blocks in flight), otherwise AES-NI and PCLMULQDQ
+// (eight blocks in flight). CBC uses AES-NI: eight blocks in flight to
+// decrypt, one at a time to encrypt, which is serial. Without AES-NI and
+// PCLMULQDQ, on other architectures, or when built with the purego tag, the
 // pure-Go engines run instead; those call crypto/aes, so under purego they
 // get the standard library's portable AES too. All of them produce the same
 // bytes, and the tests check each one this machine can run against the
