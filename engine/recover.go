@@ -134,7 +134,7 @@ func (c *conv) recover(ro RecoverOptions) (*RecoverResult, error) {
 		if done < total {
 			// The source of window done is intact (invariant S2): redoing it
 			// is safe whether or not it had started.
-			if err := c.protect(done); err != nil {
+			if err := c.protect(done, nil); err != nil {
 				return nil, err
 			}
 			res.Rolled, res.Window = true, c.windowAt(done)

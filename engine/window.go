@@ -21,16 +21,49 @@ const chunk = 1 << 20
 // of SHA-256 of the old ciphertext, then 16 of the new.
 const hashEntry = 32
 
+// buffers holds the window-sized buffers: two for old ciphertext (the one
+// being converted and the one being read ahead) and one for the result, so
+// memory stays at three windows whatever the device size.
 type buffers struct {
-	old, cur []byte
+	old  [2][]byte
+	cur  []byte
+	next int // which old buffer the next read ahead uses
 }
 
-func (b *buffers) get(n int64) (old, cur []byte) {
-	if int64(cap(b.old)) < n {
-		b.old = blockdev.AlignedBuffer(int(n))
+func (b *buffers) alloc(n int64) {
+	if int64(cap(b.cur)) < n {
+		b.old[0] = blockdev.AlignedBuffer(int(n))
+		b.old[1] = blockdev.AlignedBuffer(int(n))
 		b.cur = blockdev.AlignedBuffer(int(n))
 	}
-	return b.old[:n], b.cur[:n]
+}
+
+// readAhead is the old ciphertext of one step, read in the background while
+// the previous step is written. Reading never changes what is durable, and
+// no step's writes overlap the next step's source (in place: another
+// window; shift: the gap lies between them), so it is outside the crash
+// argument.
+type readAhead struct {
+	step uint64
+	buf  []byte
+	err  error
+	done chan struct{}
+}
+
+func (c *conv) startRead(j uint64) *readAhead {
+	w := c.windowAt(j)
+	start, n := c.windowRange(w)
+	c.buf.alloc(int64(c.h.Window))
+	ra := &readAhead{step: j, buf: c.buf.old[c.buf.next][:n], done: make(chan struct{})}
+	c.buf.next ^= 1
+	dev, off := c.t.Data, int64(c.h.OldOffset)+start // c.h is replaced by checkpoints
+	go func() {
+		defer close(ra.done)
+		if _, err := dev.ReadAt(ra.buf, off); err != nil {
+			ra.err = ioErr(fmt.Sprintf("read window %d", w), err)
+		}
+	}()
+	return ra
 }
 
 // windowAt maps a processing step to a window index.
@@ -209,10 +242,10 @@ func (c *conv) checkpoint(done uint64, state header.State) error {
 // step converts the window at processing step j (windows before it are
 // durable). The order of writes and flushes per mode is the crash argument
 // of docs/DESIGN.md, "Per-window protocol".
-func (c *conv) step(j uint64) error {
+func (c *conv) step(j uint64, ra *readAhead) error {
 	hd := c.opts.Holder
 	if hd == nil {
-		return c.protect(j)
+		return c.protect(j, ra)
 	}
 	w := c.windowAt(j)
 	start, n := c.windowRange(w)
@@ -220,7 +253,8 @@ func (c *conv) step(j uint64) error {
 		hd.Abort(w, start, n, err)
 		return fmt.Errorf("hold window %d: %w", w, err)
 	}
-	err := c.protect(j)
+	// Online, the window is read only once it is held (ra is nil).
+	err := c.protect(j, nil)
 	if err == nil && (c.h.Mode == header.ModeJournal || c.h.Mode == header.ModeChecksum) {
 		// O1: online, the window must be committed before the application
 		// can write into it, or recovery would redo it over those writes.
@@ -238,26 +272,42 @@ func (c *conv) step(j uint64) error {
 	return nil
 }
 
-// protect runs the per-mode protocol for step j.
-func (c *conv) protect(j uint64) error {
+// protect runs the per-mode protocol for step j, on the old ciphertext
+// read ahead in ra, or read now when ra is nil.
+func (c *conv) protect(j uint64, ra *readAhead) error {
 	w := c.windowAt(j)
 	start, n := c.windowRange(w)
-	old, cur := c.buf.get(n)
-	if _, err := c.t.Data.ReadAt(old, int64(c.h.OldOffset)+start); err != nil {
-		return ioErr(fmt.Sprintf("read window %d", w), err)
+	if ra == nil {
+		ra = c.startRead(j)
 	}
+	<-ra.done
+	if ra.err != nil {
+		return ra.err
+	}
+	if ra.step != j {
+		panic(fmt.Sprintf("engine: read ahead of step %d used for step %d", ra.step, j))
+	}
+	old, cur := ra.buf, c.buf.cur[:n]
 	copy(cur, old)
 	switch c.h.Mode {
 	case header.ModeJournal:
 		// J1: the old ciphertext is durable in the log before the window is
-		// touched, so recovery can always redo the window from it.
-		if err := c.appendRecord(wal.TypeJournal, j, old); err != nil {
+		// touched, so recovery can always redo the window from it. The
+		// transform runs meanwhile: it only changes memory.
+		var d [32]byte
+		transformed := make(chan struct{})
+		go func() {
+			defer close(transformed)
+			d = c.transform(cur, start, nil)
+		}()
+		err := c.appendRecord(wal.TypeJournal, j, old)
+		if err == nil {
+			err = c.flush(c.t.Meta, "journal-record")
+		}
+		<-transformed
+		if err != nil {
 			return err
 		}
-		if err := c.flush(c.t.Meta, "journal-record"); err != nil {
-			return err
-		}
-		d := c.transform(cur, start, nil)
 		if err := c.writeWindow(w, start, cur, d); err != nil {
 			return err
 		}
@@ -314,6 +364,14 @@ func (c *conv) run(ctx context.Context, resumed bool) error {
 		}
 	}
 	report()
+	var ahead *readAhead
+	// A read still in flight when run returns would race with the next use
+	// of its buffer.
+	defer func() {
+		if ahead != nil {
+			<-ahead.done
+		}
+	}()
 	for done < total {
 		if ctx.Err() != nil {
 			if err := c.checkpoint(done, header.StatePaused); err != nil {
@@ -321,7 +379,17 @@ func (c *conv) run(ctx context.Context, resumed bool) error {
 			}
 			return fmt.Errorf("%w after %d of %d windows", ErrPaused, done, total)
 		}
-		if err := c.step(done); err != nil {
+		cur := ahead
+		ahead = nil
+		if c.opts.Holder == nil {
+			if cur == nil {
+				cur = c.startRead(done)
+			}
+			if done+1 < total {
+				ahead = c.startRead(done + 1)
+			}
+		}
+		if err := c.step(done, cur); err != nil {
 			return err
 		}
 		done++
