@@ -1,0 +1,59 @@
+package dm
+
+import (
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// statusReply builds a DM_TABLE_STATUS reply as the kernel lays it out:
+// specs after the header, each next counted from the first spec.
+func statusReply(ts []Target) []byte {
+	buf := make([]byte, 4096)
+	h := hdr(buf)
+	h.Data_start = unix.SizeofDmIoctl
+	h.Data_size = uint32(len(buf))
+	h.Target_count = uint32(len(ts))
+	off := 0
+	area := buf[unix.SizeofDmIoctl:]
+	for _, t := range ts {
+		spec := (*unix.DmTargetSpec)(unsafe.Pointer(&area[off]))
+		spec.Sector_start, spec.Length = t.Start, t.Length
+		copy(spec.Target_type[:], t.Type)
+		copy(area[off+unix.SizeofDmTargetSpec:], t.Params)
+		off += unix.SizeofDmTargetSpec + (len(t.Params)+1+7)&^7
+		spec.Next = uint32(off)
+	}
+	return buf
+}
+
+func TestParseStatus(t *testing.T) {
+	want := []Target{
+		{0, 2048, "crypt", "aes-xts-plain64 " + hexKey(key(64, 1)) + " 0 8:16 0 1 allow_discards"},
+		{2048, 8, "linear", "253:3 0"},
+		{2056, 100, "error", ""},
+	}
+	got, err := parseStatus(statusReply(want))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d targets", len(got))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("target %d: got %+v want %+v", i, got[i], want[i])
+		}
+	}
+	bad := statusReply(want)
+	hdr(bad).Data_size = 1 << 20
+	if _, err := parseStatus(bad); err == nil {
+		t.Fatal("reply larger than its buffer accepted")
+	}
+	loop := statusReply(want)
+	(*unix.DmTargetSpec)(unsafe.Pointer(&loop[unix.SizeofDmIoctl])).Next = 0
+	if _, err := parseStatus(loop); err == nil {
+		t.Fatal("reply whose offsets do not advance accepted")
+	}
+}
