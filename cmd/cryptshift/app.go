@@ -71,6 +71,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			verifyCommand(),
 			statusCommand(),
 			demoCommand(stderr),
+			benchCommand(stderr), benchChildCommand(),
 		},
 	}
 	for _, cmd := range app.Commands {
