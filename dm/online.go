@@ -144,10 +144,7 @@ func newOnline(ctl control, cfg OnlineConfig) (*Online, error) {
 	if o.logf == nil {
 		o.logf = func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
 	}
-	id := sha256.Sum256([]byte(cfg.Name))
-	for i := range o.holds {
-		o.holds[i] = fmt.Sprintf("%s%s-hold%d", holdPrefix, hex.EncodeToString(id[:4]), i)
-	}
+	o.holds = holdNames(cfg.Name)
 	if err := o.clearStaleHolds(); err != nil {
 		return nil, err
 	}
@@ -156,6 +153,16 @@ func newOnline(ctl control, cfg OnlineConfig) (*Online, error) {
 
 // holdPrefix starts the names of hold devices.
 const holdPrefix = "cryptshift-"
+
+// holdNames are the two hold devices of the served device name.
+func holdNames(name string) [2]string {
+	id := sha256.Sum256([]byte(name))
+	var h [2]string
+	for i := range h {
+		h[i] = fmt.Sprintf("%s%s-hold%d", holdPrefix, hex.EncodeToString(id[:4]), i)
+	}
+	return h
+}
 
 // clearStaleHolds removes hold devices an earlier run left behind. Name
 // does not route to them (checked above), so they serve nothing.

@@ -1,0 +1,106 @@
+package dm
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/cryptshift/cryptshift/header"
+)
+
+// Reactivate brings name, still live after the process converting it died,
+// to the table of the recovered conversion h, without unmounting anything.
+// A dead process can leave name routing a window to a hold device that is
+// suspended with application I/O queued in it (or failing it, after an
+// abort). Each such hold device first gets the mapping the disk now holds
+// for its range, as recovery left it (new when the window was rolled
+// forward, old otherwise), and is resumed, so queued I/O lands under the
+// right key; then name swaps to the composite table and the hold devices
+// are removed. h must come from recovery (authenticated, nothing in flight).
+func Reactivate(name string, h *header.Header, keys Keys, device string) error {
+	return reactivate(sysControl{}, name, h, keys, device)
+}
+
+func reactivate(ctl control, name string, h *header.Header, keys Keys, device string) error {
+	if h.State == header.StateInProgress {
+		return fmt.Errorf("dm: reactivate %s: the conversion is marked in progress; run recover first", name)
+	}
+	l, err := layoutFromHeader(h, keys, device)
+	if err != nil {
+		return err
+	}
+	conv := convertedAt(h)
+	live, err := ctl.table(name)
+	if err != nil {
+		return fmt.Errorf("dm: reactivate %s: %w", name, err)
+	}
+	holds := holdNames(name)
+	devnos := map[string]string{}
+	for _, hd := range holds {
+		inf, err := ctl.info(hd)
+		if err != nil {
+			return err
+		}
+		if inf.Exists {
+			devnos[fmt.Sprintf("%d:%d", inf.Major, inf.Minor)] = hd
+		}
+	}
+	for _, t := range live {
+		if t.Type != "linear" {
+			continue
+		}
+		lin, err := ParseLinear(t.Params)
+		if err != nil {
+			return fmt.Errorf("dm: reactivate %s: %w", name, err)
+		}
+		hd, ok := devnos[lin.Device]
+		if !ok {
+			continue
+		}
+		win := span{t.Start, t.Start + t.Length}
+		m, base := l.old, l.oldOff
+		switch {
+		case win.lo >= conv.lo && win.hi <= conv.hi && !conv.empty():
+			m, base = l.new, l.newOff
+		case win.hi <= conv.lo || win.lo >= conv.hi || conv.empty():
+		default:
+			return fmt.Errorf("dm: reactivate %s: held sectors %d-%d straddle the converted part %d-%d", name, win.lo, win.hi, conv.lo, conv.hi)
+		}
+		if err := ctl.load(hd, l.windowTable(m, base, win)); err != nil {
+			return err
+		}
+		if err := ctl.resume(hd, NoFlush|SkipLockfs); err != nil {
+			return err
+		}
+	}
+	if err := ctl.load(name, l.table(conv, span{}, "")); err != nil {
+		return err
+	}
+	if err := ctl.suspend(name, NoFlush|SkipLockfs); err != nil {
+		return err
+	}
+	if err := ctl.resume(name, NoFlush|SkipLockfs); err != nil {
+		return err
+	}
+	for _, hd := range holds {
+		inf, err := ctl.info(hd)
+		if err != nil {
+			return err
+		}
+		if !inf.Exists {
+			continue
+		}
+		if inf.Suspended {
+			if err := ctl.resume(hd, NoFlush|SkipLockfs); err != nil {
+				return err
+			}
+		}
+		if err := ctl.remove(hd); err != nil {
+			return fmt.Errorf("dm: reactivate %s: remove %s: %w", name, hd, err)
+		}
+	}
+	return nil
+}
+
+// IsHoldDevice reports whether a device name is one of cryptshift's hold
+// devices, for listings and audits.
+func IsHoldDevice(name string) bool { return strings.HasPrefix(name, holdPrefix) && strings.Contains(name, "-hold") }
