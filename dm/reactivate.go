@@ -103,4 +103,6 @@ func reactivate(ctl control, name string, h *header.Header, keys Keys, device st
 
 // IsHoldDevice reports whether a device name is one of cryptshift's hold
 // devices, for listings and audits.
-func IsHoldDevice(name string) bool { return strings.HasPrefix(name, holdPrefix) && strings.Contains(name, "-hold") }
+func IsHoldDevice(name string) bool {
+	return strings.HasPrefix(name, holdPrefix) && strings.Contains(name, "-hold")
+}
