@@ -187,7 +187,7 @@ func create(t Target, store *header.Store, cfg Config, opts Options) (*conv, err
 		UUID: uuid, DeviceSize: uint64(devSize),
 		MetaOffset: uint64(metaOff), MetaSize: uint64(metaSize),
 		DataSize: uint64(dataSize), OldOffset: uint64(oldOff), NewOffset: uint64(newOff),
-		Window: uint64(window), Mode: mode, State: header.StateInProgress, Descending: descending,
+		Window: uint64(window), Mode: mode, State: header.StatePaused, Descending: descending,
 		LogOffset: uint64(logOff), LogSize: uint64(logSize), LogHeadOff: 0, LogHeadSeq: 1,
 		DigestOff: uint64(metaOff), DigestSize: uint64(digestSize),
 		Old: recordMapping(om), New: recordMapping(nm),

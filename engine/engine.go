@@ -92,6 +92,16 @@ type Holder interface {
 	Abort(w uint64, start, length int64, cause error)
 }
 
+// HolderBeginner is a Holder that must know the authenticated conversion
+// before the first window: the engine calls Begin once the header is
+// created or authenticated and any interrupted window recovered, before it
+// holds anything. An error stops the conversion with nothing written to
+// the data area.
+type HolderBeginner interface {
+	Holder
+	Begin(h *header.Header, oldKey, newKey []byte) error
+}
+
 // Options are how Convert runs, as opposed to what it converts.
 type Options struct {
 	// Holder, when set, makes the conversion online (see Holder).
@@ -127,6 +137,8 @@ type conv struct {
 	log    *wal.Log
 	opts   Options
 	buf    buffers
+	// The keys, for a Holder that builds tables (HolderBeginner).
+	oldKey, newKey []byte
 }
 
 func (c *conv) now() int64 {
@@ -158,6 +170,11 @@ func Convert(ctx context.Context, t Target, cfg Config, opts Options) (*Result, 
 	}
 	if err != nil {
 		return nil, err
+	}
+	if b, ok := opts.Holder.(HolderBeginner); ok {
+		if err := b.Begin(c.h, c.oldKey, c.newKey); err != nil {
+			return &Result{Header: c.h, Resumed: resumed}, fmt.Errorf("%w: %w", ErrDevice, err)
+		}
 	}
 	if err := c.run(ctx, resumed); err != nil {
 		return &Result{Header: c.h, Resumed: resumed}, err
@@ -278,7 +295,7 @@ func newConv(t Target, store *header.Store, h *header.Header, macKey, oldKey, ne
 	if uint64(t.Meta.Size()) < h.MetaOffset+h.MetaSize || uint64(t.Data.Size()) < h.DeviceSize {
 		return nil, fmt.Errorf("%w: device is smaller than recorded (%d bytes, recorded %d)", ErrDevice, t.Data.Size(), h.DeviceSize)
 	}
-	c := &conv{t: t, store: store, h: h, macKey: macKey, oldC: oc, newC: nc, opts: opts}
+	c := &conv{t: t, store: store, h: h, macKey: macKey, oldC: oc, newC: nc, opts: opts, oldKey: oldKey, newKey: newKey}
 	c.log = wal.New(t.Meta, int64(h.LogOffset), int64(h.LogSize), h.UUID, macKey, int64(h.LogHeadOff), h.LogHeadSeq)
 	return c, nil
 }

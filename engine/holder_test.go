@@ -84,10 +84,10 @@ func (d *failingDev) WriteAt(p []byte, off int64) (int, error) {
 
 func TestHolderAbortsOnError(t *testing.T) {
 	f := newFixture(t, sides[1], sides[3], 0, 4*testWindow, 4<<20)
-	// Writes: digest table, two header copies, then per journal window a
-	// record header, payload, window, digest, progress record: fail in
-	// window 1.
-	dev := &failingDev{Mem: f.dev, n: 3 + 5 + 2}
+	// Writes: digest table, two header copies (paused), two more (in
+	// progress), then per journal window a record header, payload, window,
+	// digest, progress record: fail in window 1.
+	dev := &failingDev{Mem: f.dev, n: 3 + 2 + 5 + 2}
 	tgt := Target{Data: dev, Meta: dev, MetaOnData: true}
 	h := &fakeHolder{t: t, tgt: tgt}
 	_, err := Convert(context.Background(), tgt, f.config("journal"), Options{Holder: h})
