@@ -75,25 +75,28 @@ ddcopy() {
 	copy_s=$(echo "$t1 - $t0" | bc -l)
 }
 
-# timed CMD...: run after a dropped cache; sets run_s and rss_kib.
+# timed CMD...: run after a dropped cache; sets run_s, cpu_s (user + system:
+# near or above run_s on these 2 cores means the run is bound by CPU, not
+# by the disk) and rss_kib.
 timed() {
 	drop
 	local t0 t1
 	t0=$(date +%s.%N)
-	if ! /usr/bin/time -f %M -o "$work/rss" "$@" >"$work/out" 2>&1; then
+	if ! /usr/bin/time -f '%U %S %M' -o "$work/rss" "$@" >"$work/out" 2>&1; then
 		echo "bench-vs-cryptsetup: failed: $*" >&2
 		cat "$work/out" >&2
 		exit 1
 	fi
 	t1=$(date +%s.%N)
 	run_s=$(echo "$t1 - $t0" | bc -l)
-	rss_kib=$(tail -n 1 "$work/rss")
+	read -r user_s sys_s rss_kib < <(tail -n 1 "$work/rss")
+	cpu_s=$(echo "$user_s + $sys_s" | bc -l)
 }
 
 rows=()
 row() { # tool mode
-	rows+=("$(printf '%-11s %-22s %9.2f %9.2f %7.2f %10.1f' "$1" "$2" "$run_s" "$copy_s" \
-		"$(echo "$run_s / $copy_s" | bc -l)" "$(echo "$rss_kib / 1024" | bc -l)")")
+	rows+=("$(printf '%-11s %-22s %9.2f %9.2f %7.2f %7.2f %10.1f' "$1" "$2" "$run_s" "$copy_s" \
+		"$(echo "$run_s / $copy_s" | bc -l)" "$cpu_s" "$(echo "$rss_kib / 1024" | bc -l)")")
 }
 
 # Offline LUKS2 reencryption needs no device-mapper (it works on the image
@@ -174,6 +177,6 @@ echo "Offline re-encryption of $SIZE, aes-xts-plain64, 512-bit keys, 4096-byte s
 echo "$(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg); Linux $(uname -r); $(cryptsetup --version)"
 echo "Each run follows an in-place O_DIRECT dd copy of the same range (its 'copy s'); page cache dropped before both."
 echo "cryptshift opens image files without O_DIRECT (its block-device path uses it) and flushes every window."
-printf '%-11s %-22s %9s %9s %7s %10s\n' tool run "run s" "copy s" ratio "peak MiB"
+printf '%-11s %-22s %9s %9s %7s %7s %10s\n' tool run "run s" "copy s" ratio "cpu s" "peak MiB"
 printf '%s\n' "${rows[@]}"
 [ "$cs_ok" = 1 ] || echo "NOTE: no cryptsetup rows: cryptsetup reencrypt does not work on image files on this host (see above)."

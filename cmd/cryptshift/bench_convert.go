@@ -51,7 +51,11 @@ type convertRun struct {
 	// shared until exec (Go starts children with vfork).
 	PeakRSSKiB int64 `json:"peak_rss_kib"`
 	MaxRSSKiB  int64 `json:"ru_maxrss_kib"`
-	Verified   bool  `json:"verified"`
+	// CPUSeconds is the child's user and system time: close to or above
+	// ConvertSeconds on a 2-core machine means the conversion waited for
+	// the CPU, well below means it waited for the disk.
+	CPUSeconds float64 `json:"cpu_s"`
+	Verified   bool    `json:"verified"`
 }
 
 type modeResult struct {
@@ -60,6 +64,7 @@ type modeResult struct {
 	MedianRatio    float64      `json:"median_ratio"`
 	MedianCopyS    float64      `json:"median_copy_s"`
 	MedianConvertS float64      `json:"median_convert_s"`
+	MedianCPUS     float64      `json:"median_cpu_s"`
 	ConvertMBps    float64      `json:"convert_mb_per_s"`
 	CopyMBps       float64      `json:"copy_mb_per_s"`
 	PeakRSSKiB     int64        `json:"peak_rss_kib"` // the largest over the runs
@@ -279,23 +284,24 @@ func parseVmHWM(status []byte) (int64, error) {
 }
 
 // runChild re-executes this binary for one conversion and returns its
-// report and ru_maxrss.
-func runChild(ctx context.Context, exe string, args []string) (childResult, int64, error) {
+// report, ru_maxrss and CPU time.
+func runChild(ctx context.Context, exe string, args []string) (childResult, int64, float64, error) {
 	var so, se bytes.Buffer
 	cmd := exec.CommandContext(ctx, exe, append([]string{benchChildName}, args...)...)
 	cmd.Stdout, cmd.Stderr = &so, &se
 	if err := cmd.Run(); err != nil {
-		return childResult{}, 0, fmt.Errorf("conversion child: %w: %s", err, strings.TrimSpace(se.String()))
+		return childResult{}, 0, 0, fmt.Errorf("conversion child: %w: %s", err, strings.TrimSpace(se.String()))
 	}
 	var r childResult
 	if err := json.Unmarshal(so.Bytes(), &r); err != nil {
-		return childResult{}, 0, fmt.Errorf("conversion child: output %q: %w", so.String(), err)
+		return childResult{}, 0, 0, fmt.Errorf("conversion child: output %q: %w", so.String(), err)
 	}
 	var maxrss int64
 	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 		maxrss = ru.Maxrss // KiB on Linux
 	}
-	return r, maxrss, nil
+	cpu := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	return r, maxrss, cpu.Seconds(), nil
 }
 
 // runConvertBench builds the image once and chains the conversions: each
@@ -373,7 +379,7 @@ func runConvertBench(ctx context.Context, p convertParams, progress io.Writer) (
 			}
 			fmt.Fprintf(progress, "run %d/%d %s: convert\n", r, p.repeat, m)
 			drop()
-			cr, maxrss, err := runChild(ctx, exe, []string{"--image", img, "--old-key-file", oldKeyFile,
+			cr, maxrss, cpu, err := runChild(ctx, exe, []string{"--image", img, "--old-key-file", oldKeyFile,
 				"--new-key-file", newKeyFile, "--mode", m, "--data-offset", fmt.Sprint(off),
 				"--data-size", fmt.Sprint(dataSize), "--window", fmt.Sprint(window),
 				"--meta-size", fmt.Sprint(metaSize), "--sector-size", fmt.Sprint(p.sectorSize)})
@@ -382,7 +388,7 @@ func runConvertBench(ctx context.Context, p convertParams, progress io.Writer) (
 			}
 			key, off = newKey, cr.NewOffset
 			run := convertRun{CopySeconds: copyT.Seconds(), ConvertSeconds: cr.Seconds,
-				Ratio: cr.Seconds / copyT.Seconds(), PeakRSSKiB: cr.VmHWMKiB, MaxRSSKiB: maxrss}
+				Ratio: cr.Seconds / copyT.Seconds(), PeakRSSKiB: cr.VmHWMKiB, MaxRSSKiB: maxrss, CPUSeconds: cpu}
 			if p.verify {
 				if err := verifyBenchData(img, off, dataSize, key, p.sectorSize); err != nil {
 					return nil, fmt.Errorf("%s run %d: converted data is wrong: %w", m, r, err)
@@ -402,14 +408,15 @@ func runConvertBench(ctx context.Context, p convertParams, progress io.Writer) (
 // summarizeMode fills in the medians. The ratio is the median of the
 // paired ratios, not the ratio of the median times.
 func summarizeMode(m *modeResult, dataSize int64) {
-	var copies, convs, ratios []float64
+	var copies, convs, ratios, cpus []float64
 	for _, r := range m.Runs {
+		cpus = append(cpus, r.CPUSeconds)
 		copies = append(copies, r.CopySeconds)
 		convs = append(convs, r.ConvertSeconds)
 		ratios = append(ratios, r.Ratio)
 		m.PeakRSSKiB = max(m.PeakRSSKiB, r.PeakRSSKiB)
 	}
-	m.MedianRatio, m.MedianCopyS, m.MedianConvertS = median(ratios), median(copies), median(convs)
+	m.MedianRatio, m.MedianCopyS, m.MedianConvertS, m.MedianCPUS = median(ratios), median(copies), median(convs), median(cpus)
 	if m.MedianConvertS > 0 {
 		m.ConvertMBps = float64(dataSize) / 1e6 / m.MedianConvertS
 	}
@@ -437,9 +444,9 @@ func formatConvertReport(r *convertReport) string {
 			}
 		}
 		rows = append(rows, []string{m.Mode, fmt.Sprintf("%.2f", m.MedianCopyS), fmt.Sprintf("%.2f", m.MedianConvertS),
-			fmt.Sprintf("%.2f", m.MedianRatio), fmt.Sprintf("%.0f", m.ConvertMBps), fmt.Sprintf("%.0f", m.CopyMBps),
+			fmt.Sprintf("%.2f", m.MedianRatio), fmt.Sprintf("%.2f", m.MedianCPUS), fmt.Sprintf("%.0f", m.ConvertMBps), fmt.Sprintf("%.0f", m.CopyMBps),
 			formatBytes(uint64(m.PeakRSSKiB) << 10), verified})
 	}
-	b.WriteString(formatTable([]string{"mode", " copy s", " convert s", " ratio", " convert MB/s", " copy MB/s", " peak RSS", "verified"}, rows))
+	b.WriteString(formatTable([]string{"mode", " copy s", " convert s", " ratio", " cpu s", " convert MB/s", " copy MB/s", " peak RSS", "verified"}, rows))
 	return b.String()
 }

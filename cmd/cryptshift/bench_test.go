@@ -51,9 +51,9 @@ func TestPairedRatios(t *testing.T) {
 // pair ever showed.
 func TestSummarizeModeUsesPairedRatios(t *testing.T) {
 	m := modeResult{Mode: "journal", Runs: []convertRun{
-		{CopySeconds: 1, ConvertSeconds: 2, Ratio: 2, PeakRSSKiB: 100},
-		{CopySeconds: 4, ConvertSeconds: 8, Ratio: 2, PeakRSSKiB: 300},
-		{CopySeconds: 10, ConvertSeconds: 20, Ratio: 2, PeakRSSKiB: 200},
+		{CopySeconds: 1, ConvertSeconds: 2, Ratio: 2, PeakRSSKiB: 100, CPUSeconds: 3},
+		{CopySeconds: 4, ConvertSeconds: 8, Ratio: 2, PeakRSSKiB: 300, CPUSeconds: 1},
+		{CopySeconds: 10, ConvertSeconds: 20, Ratio: 2, PeakRSSKiB: 200, CPUSeconds: 2},
 	}}
 	summarizeMode(&m, 8e6)
 	if m.MedianRatio != 2 {
@@ -65,6 +65,9 @@ func TestSummarizeModeUsesPairedRatios(t *testing.T) {
 	}
 	if m.ConvertMBps != 1 || m.CopyMBps != 2 {
 		t.Errorf("MB/s convert %v copy %v, want 1 and 2", m.ConvertMBps, m.CopyMBps)
+	}
+	if m.MedianCPUS != 2 {
+		t.Errorf("median CPU %v, want 2", m.MedianCPUS)
 	}
 	if m.PeakRSSKiB != 300 {
 		t.Errorf("peak RSS %d, want the largest run's, 300", m.PeakRSSKiB)
@@ -292,7 +295,7 @@ func TestEndToEndBench(t *testing.T) {
 		if !run.Verified {
 			t.Errorf("%s: conversion not verified", m.Mode)
 		}
-		if run.CopySeconds <= 0 || run.ConvertSeconds <= 0 || m.MedianRatio != run.Ratio || run.PeakRSSKiB <= 0 || run.MaxRSSKiB <= 0 {
+		if run.CopySeconds <= 0 || run.ConvertSeconds <= 0 || m.MedianRatio != run.Ratio || run.PeakRSSKiB <= 0 || run.MaxRSSKiB <= 0 || run.CPUSeconds <= 0 {
 			t.Errorf("%s: run %+v, summary %+v", m.Mode, run, m)
 		}
 	}
