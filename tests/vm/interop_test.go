@@ -181,6 +181,7 @@ prep() { # CASE DEV OLD-CIPHER OLD-KEY-BITS
 }
 check() { # CASE DEV NEW-CIPHER
 	local n=$1 dev=$2 st node cmd
+	mkdir -p /mnt/$n
 	step $n status cryptshift status --json $dev || return
 	st=/tmp/out.$n.status
 	echo "STATUS $n $(tr -d '\n' < $st)"
