@@ -386,14 +386,28 @@ func (o *Online) resumeName() {
 func (o *Online) Finish() error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.conv != (span{0, o.l.size}) {
+		return fmt.Errorf("dm: online: only sectors [%d, %d) of %d are converted", o.conv.lo, o.conv.hi, o.l.size)
+	}
+	return o.settle()
+}
+
+// Settle folds the last released window into Name's table and removes the
+// hold devices, so that a paused conversion leaves Name with exactly the
+// table recovery would build for the recorded progress (new over the
+// converted part, old over the rest) and nothing else.
+func (o *Online) Settle() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.settle()
+}
+
+func (o *Online) settle() error {
 	if o.aborted != nil {
-		return fmt.Errorf("dm: online: cannot finish after an abort: %w", o.aborted)
+		return fmt.Errorf("dm: online: cannot settle after an abort: %w", o.aborted)
 	}
 	if o.held != nil {
 		return fmt.Errorf("dm: online: window %d is still held", o.held.w)
-	}
-	if o.conv != (span{0, o.l.size}) {
-		return fmt.Errorf("dm: online: only sectors [%d, %d) of %d are converted", o.conv.lo, o.conv.hi, o.l.size)
 	}
 	if err := o.ctl.load(o.name, o.l.table(o.conv, span{}, "")); err != nil {
 		return err

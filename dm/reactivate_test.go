@@ -87,3 +87,37 @@ func TestReactivateRefusesInProgress(t *testing.T) {
 		t.Fatal("in-progress header accepted")
 	}
 }
+
+func TestSettleLeavesTheCompositeTable(t *testing.T) {
+	f, o := setup(t, 4, 64)
+	convert(t, f, o, []uint64{0, 1})
+	if err := o.Settle(); err != nil {
+		t.Fatal(err)
+	}
+	f.check()
+	for _, hd := range holdNames("data") {
+		if f.devs[hd] != nil {
+			t.Fatalf("hold device %s left behind", hd)
+		}
+	}
+	live := f.devs["data"].live
+	if len(live) != 2 || live[0].Length != 128 || live[1].Start != 128 || live[1].Type != "crypt" {
+		t.Fatalf("settled table:\n%s", FormatTable(live))
+	}
+	// A holder over the settled device resumes where it stopped.
+	o2, err := newOnline(f, OnlineConfig{Name: "data", Old: o.l.old, New: o.l.new, Logf: t.Logf})
+	if err == nil {
+		t.Fatal("two targets without recorded offsets accepted")
+	}
+	off := int64(2048 * 512)
+	if o2, err = newOnline(f, OnlineConfig{Name: "data", Old: o.l.old, New: o.l.new, OldOffset: &off, Logf: t.Logf}); err != nil {
+		t.Fatal(err)
+	}
+	convert(t, f, o2, []uint64{2, 3})
+	if err := o2.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	if live := f.devs["data"].live; len(live) != 1 {
+		t.Fatalf("finished table:\n%s", FormatTable(live))
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/cryptshift/cryptshift/blockdev"
+	"github.com/cryptshift/cryptshift/dm"
 	"github.com/cryptshift/cryptshift/engine"
 	"github.com/cryptshift/cryptshift/header"
 )
@@ -36,7 +37,7 @@ func convertCommand(stderr io.Writer) *cli.Command {
 		Description: "Rewrites the data on DEVICE from the old mapping to the new one. Ctrl-C (SIGINT) or\n" +
 			"SIGTERM pauses after the current window; run the same command again to resume.\n" +
 			"Key files hold raw key bytes, as `cryptsetup open --type plain --key-file` reads them.",
-		Flags: convertFlags(),
+		Flags: append(convertFlags(), onlineFlags()...),
 		Action: func(c *cli.Context) error {
 			return convertAction(c, stderr)
 		},
@@ -67,14 +68,36 @@ func convertAction(c *cli.Context, stderr io.Writer) error {
 			createMeta = cfg.MetaSize
 		}
 	}
-	t, cleanup, err := openTarget(dev, c.String("metadata"), createMeta, blockdev.Options{Exclusive: true})
-	if err != nil {
+	name := c.String("online")
+	if c.IsSet("new-like") && name == "" {
+		return usageErr("--new-like needs --online")
+	}
+	var t engine.Target
+	var cleanup func(bool)
+	var holder *onlineHolder
+	if name != "" {
+		var live []dm.Target
+		t, live, cleanup, err = onlineTarget(name, dev, c.String("metadata"), createMeta)
+		if err != nil {
+			return err
+		}
+		destOff, err := fillFromTable(&cfg, live, t, c.String("new-like"))
+		if err != nil {
+			cleanup(false)
+			return err
+		}
+		holder = &onlineHolder{name: name, destOff: destOff, logf: func(f string, a ...any) { fmt.Fprintf(stderr, f+"\n", a...) }}
+		defer holder.close()
+	} else if t, cleanup, err = openTarget(dev, c.String("metadata"), createMeta, blockdev.Options{Exclusive: true}); err != nil {
 		return err
 	}
 	in := watchSignals(c.Context, stderr)
 	defer in.stop()
 	m := newMeter(stderr, mode, dev, interval)
 	opts := engine.Options{Progress: m.Update}
+	if holder != nil {
+		opts.Holder = holder
+	}
 	if n, err := strconv.ParseUint(os.Getenv(testInterruptEnv), 10, 64); err == nil {
 		opts.Hooks = &engine.Hooks{AfterWindow: selfInterrupt(in, n)}
 	}
@@ -90,10 +113,43 @@ func convertAction(c *cli.Context, stderr io.Writer) error {
 	// A metadata file that never received a header (refused, wrong key)
 	// is removed, so that retrying with corrected flags starts clean.
 	cleanup(err != nil && !errors.Is(err, engine.ErrPaused) && !hasHeader(t.Meta))
+	if holder != nil && holder.o != nil {
+		printStalls(c.App.Writer, holder.o.Stats())
+		if err != nil {
+			// Paused or stopped between windows: leave NAME with exactly the
+			// table recovery would build. After an abort this refuses, and
+			// the window stays failed until `recover --activate`.
+			if serr := holder.o.Settle(); serr != nil {
+				fmt.Fprintf(stderr, "cryptshift: %s keeps its current table: %v\n", name, serr)
+			}
+		}
+	}
 	if err != nil {
 		return err
 	}
+	if holder != nil {
+		return finishOnline(c, holder, res)
+	}
 	fmt.Fprintf(c.App.Writer, "Conversion complete. Open the new mapping with:\n  %s\n", openCommand(dev, res.Header, res.Header.New, res.Header.NewOffset))
+	return nil
+}
+
+// finishOnline serves the whole device with the new mapping as one target,
+// and removes --new-like's DEST, which served the same data with it.
+func finishOnline(c *cli.Context, h *onlineHolder, res *engine.Result) error {
+	if h.o == nil { // already complete before this run
+		fmt.Fprintf(c.App.Writer, "Conversion was already complete; if %s still has more than one target, `cryptshift recover --activate %s` makes it one.\n", h.name, h.name)
+		return nil
+	}
+	if err := h.o.Finish(); err != nil {
+		return fmt.Errorf("%w: the data is converted, but %s could not be switched to a single new target: %w (run `cryptshift recover --activate`)", engine.ErrDevice, h.name, err)
+	}
+	if dest := c.String("new-like"); dest != "" {
+		if err := dm.Remove(dest); err != nil {
+			fmt.Fprintf(c.App.ErrWriter, "cryptshift: warning: could not remove %s: %v\n", dest, err)
+		}
+	}
+	fmt.Fprintf(c.App.Writer, "Conversion complete. %s now serves the data with %s.\n", h.name, res.Header.New.Cipher)
 	return nil
 }
 

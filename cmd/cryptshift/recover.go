@@ -1,25 +1,49 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/cryptshift/cryptshift/blockdev"
+	"github.com/cryptshift/cryptshift/dm"
 	"github.com/cryptshift/cryptshift/engine"
 )
 
 func recoverCommand(stderr io.Writer) *cli.Command {
 	return &cli.Command{
 		Name:      "recover",
-		Usage:     "finish or roll back the window a crash interrupted, leaving the conversion paused",
+		Usage:     "finish or roll back the window a crash interrupted, leaving the conversion paused; with --activate or --all, also set up the device-mapper device",
 		ArgsUsage: "DEVICE",
 		Description: "Needs both keys: recovery state is authenticated with them, so a forged header cannot\n" +
-			"make recovery write anything. Running it twice is harmless.",
+			"make recovery write anything. Running it twice is harmless.\n\n" +
+			"--activate NAME creates device-mapper device NAME serving the data with the table that\n" +
+			"matches the recorded progress (new mapping over converted windows, old over the rest), so\n" +
+			"the filesystem mounts and `convert --online NAME` resumes. Run it at boot before anything\n" +
+			"mounts. If NAME is still live (the converting process died), it is brought to that table\n" +
+			"in place, and I/O the dead process left waiting is served with the right key.\n\n" +
+			"--all does that for every line of the table file (--tab, default " + defaultTab + "):\n" +
+			"  NAME  DEVICE  OLD-KEY-FILE  NEW-KEY-FILE  [metadata=PATH]\n" +
+			"with - as the key file of a plaintext side.",
 		Flags: append(append([]cli.Flag{metadataFlag()}, keyFlags()...),
-			&cli.BoolFlag{Name: "accept-damage", Usage: "leave sectors recovery cannot restore as they are (they are listed) so the conversion can go on"}),
+			&cli.BoolFlag{Name: "accept-damage", Usage: "leave sectors recovery cannot restore as they are (they are listed) so the conversion can go on"},
+			&cli.StringFlag{Name: "activate", Usage: "afterwards, set up device-mapper device `NAME` for the recorded progress"},
+			&cli.BoolFlag{Name: "all", Usage: "recover and activate every device listed in the table file (no DEVICE argument)"},
+			&cli.StringFlag{Name: "tab", Value: defaultTab, Usage: "table `FILE` for --all"},
+		),
 		Action: func(c *cli.Context) error {
+			// Recovery of one window is short and must not stop half-way:
+			// signals are caught (so they cannot kill it) but not acted on.
+			in := watchSignals(c.Context, stderr)
+			defer in.stop()
+			if c.Bool("all") {
+				if c.NArg() != 0 || c.IsSet("activate") || c.IsSet("metadata") || c.IsSet("old-key-file") || c.IsSet("new-key-file") {
+					return usageErr("recover --all takes everything from --tab: no DEVICE, --activate, --metadata or key files")
+				}
+				return recoverAll(c, c.String("tab"))
+			}
 			dev, err := deviceArg(c)
 			if err != nil {
 				return err
@@ -28,25 +52,104 @@ func recoverCommand(stderr io.Writer) *cli.Command {
 			if err != nil {
 				return err
 			}
-			t, cleanup, err := openTarget(dev, c.String("metadata"), 0, blockdev.Options{Exclusive: true})
-			if err != nil {
-				return err
-			}
-			defer cleanup(false)
-			// Recovery of one window is short and must not stop half-way:
-			// signals are caught (so they cannot kill it) but not acted on.
-			in := watchSignals(c.Context, stderr)
-			defer in.stop()
-			res, err := engine.Recover(c.Context, t, oldKey, newKey,
-				engine.RecoverOptions{AcceptDamage: c.Bool("accept-damage")}, engine.Options{})
-			if res != nil && res.Damaged != nil && err == nil {
-				fmt.Fprintf(c.App.Writer, "Damaged (accepted): %v\n", res.Damaged)
-			}
-			if err != nil {
-				return fmt.Errorf("recover %s: %w", dev, err)
-			}
-			fmt.Fprintf(c.App.Writer, "Recovered: %s\n", res.Action)
-			return nil
+			return recoverOne(c, recoverJob{name: c.String("activate"), dev: dev, meta: c.String("metadata"), oldKey: oldKey, newKey: newKey})
 		},
 	}
+}
+
+type recoverJob struct {
+	name, dev, meta string // name "" = no activation
+	oldKey, newKey  []byte
+}
+
+func recoverOne(c *cli.Context, j recoverJob) error {
+	o := blockdev.Options{Exclusive: true}
+	live := false
+	if j.name != "" {
+		inf, err := dm.Info(j.name)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %w", engine.ErrDevice, j.name, err)
+		}
+		// A live NAME holds DEVICE: open it as an online conversion does.
+		if live = inf.Exists; live {
+			o = blockdev.Options{Direct: true}
+		}
+	}
+	t, cleanup, err := openTarget(j.dev, j.meta, 0, o)
+	if err != nil {
+		return err
+	}
+	defer cleanup(false)
+	res, err := engine.Recover(c.Context, t, j.oldKey, j.newKey,
+		engine.RecoverOptions{AcceptDamage: c.Bool("accept-damage")}, engine.Options{})
+	if res != nil && res.Damaged != nil && err == nil {
+		fmt.Fprintf(c.App.Writer, "Damaged (accepted): %v\n", res.Damaged)
+	}
+	if err != nil {
+		return fmt.Errorf("recover %s: %w", j.dev, err)
+	}
+	fmt.Fprintf(c.App.Writer, "Recovered %s: %s\n", j.dev, res.Action)
+	if j.name == "" {
+		return nil
+	}
+	keys := dm.Keys{Old: j.oldKey, New: j.newKey}
+	if live {
+		devno, err := dm.DevNo(j.dev)
+		if err != nil {
+			return fmt.Errorf("%w: %w", engine.ErrDevice, err)
+		}
+		if err := dm.Reactivate(j.name, res.Header, keys, devno); err != nil {
+			return fmt.Errorf("%w: reactivate %s: %w", engine.ErrDevice, j.name, err)
+		}
+		fmt.Fprintf(c.App.Writer, "%s now serves %d of %d windows with the new mapping\n", j.name, res.Header.Done, res.Header.Windows())
+		return nil
+	}
+	if err := dm.ActivateRecovered(j.name, res.Header, keys, j.dev); err != nil {
+		return fmt.Errorf("%w: activate %s: %w", engine.ErrDevice, j.name, err)
+	}
+	fmt.Fprintf(c.App.Writer, "Activated %s: %d of %d windows with the new mapping\n", j.name, res.Header.Done, res.Header.Windows())
+	return nil
+}
+
+// recoverAll runs recoverOne for every line of the table file and fails if
+// any line failed, after trying them all: one bad device must not keep the
+// others from coming up at boot.
+func recoverAll(c *cli.Context, tab string) error {
+	entries, err := readTab(tab)
+	if err != nil {
+		return err
+	}
+	var first error
+	failed := 0
+	for _, e := range entries {
+		oldKey, err := readTabKey(e.oldKeyFile)
+		if err == nil {
+			var newKey []byte
+			if newKey, err = readTabKey(e.newKeyFile); err == nil {
+				err = recoverOne(c, recoverJob{name: e.name, dev: e.device, meta: e.metadata, oldKey: oldKey, newKey: newKey})
+			}
+		}
+		if err != nil {
+			failed++
+			fmt.Fprintf(c.App.ErrWriter, "cryptshift: %s:%d (%s): %v\n", tab, e.line, e.name, err)
+			if first == nil {
+				first = err
+			}
+		}
+	}
+	if first != nil {
+		return fmt.Errorf("recover --all: %d of %d devices failed; the first: %w", failed, len(entries), first)
+	}
+	fmt.Fprintf(c.App.Writer, "recover --all: %d device(s) ready\n", len(entries))
+	return nil
+}
+
+func readTabKey(path string) ([]byte, error) {
+	if path == "-" {
+		return nil, nil
+	}
+	if path == "" {
+		return nil, errors.New("no key file")
+	}
+	return readKeyFile("key-file", path)
 }

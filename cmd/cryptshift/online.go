@@ -1,0 +1,271 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/cryptshift/cryptshift/blockdev"
+	"github.com/cryptshift/cryptshift/dm"
+	"github.com/cryptshift/cryptshift/engine"
+	"github.com/cryptshift/cryptshift/header"
+	"github.com/cryptshift/cryptshift/sectorcipher"
+)
+
+// onlineHolder is the engine's Holder for an online conversion. It builds
+// the device-mapper holder in Begin, from the authenticated header, so the
+// live table is checked against the recorded layout and progress rather
+// than against anything the command line claims.
+type onlineHolder struct {
+	name     string
+	destOff  *int64 // --new-like: where DEST keeps the data; must be the new offset
+	logf     func(string, ...any)
+	o        *dm.Online
+	lockedMu bool
+}
+
+func (h *onlineHolder) Begin(hd *header.Header, oldKey, newKey []byte) error {
+	om, err := recordedMapping(hd.Old, oldKey)
+	if err != nil {
+		return err
+	}
+	nm, err := recordedMapping(hd.New, newKey)
+	if err != nil {
+		return err
+	}
+	if h.destOff != nil && uint64(*h.destOff) != hd.NewOffset {
+		return fmt.Errorf("--new-like: the new mapping's device reads data at byte %d, the conversion writes it at %d", *h.destOff, hd.NewOffset)
+	}
+	oo, no := int64(hd.OldOffset), int64(hd.NewOffset)
+	o, err := dm.NewOnline(dm.OnlineConfig{Name: h.name, Old: om, New: nm, OldOffset: &oo, NewOffset: &no, Logf: h.logf})
+	if err != nil {
+		return err
+	}
+	// The process must not page-fault on the window it holds (it may be
+	// converting the filesystem it runs from).
+	if err := dm.LockMemory(); err != nil {
+		return fmt.Errorf("lock memory (needed so the tool cannot stall on the window it holds): %w", err)
+	}
+	h.lockedMu = true
+	h.o = o
+	return nil
+}
+
+func (h *onlineHolder) Hold(w uint64, start, n int64) error    { return h.o.Hold(w, start, n) }
+func (h *onlineHolder) Release(w uint64, start, n int64) error { return h.o.Release(w, start, n) }
+func (h *onlineHolder) Abort(w uint64, start, n int64, cause error) {
+	if h.o != nil {
+		h.o.Abort(w, start, n, cause)
+	}
+}
+
+func (h *onlineHolder) close() {
+	if h.lockedMu {
+		_ = dm.UnlockMemory()
+	}
+}
+
+func recordedMapping(m header.Mapping, key []byte) (sectorcipher.Mapping, error) {
+	spec, err := sectorcipher.ParseSpec(m.Cipher)
+	if err != nil {
+		return sectorcipher.Mapping{}, err
+	}
+	if key == nil {
+		key = []byte{}
+	}
+	return sectorcipher.Mapping{Spec: spec, Key: key, SectorSize: int(m.SectorSize), IVOffset: m.IVOffset, IVLargeSectors: m.IVLargeSectors}, nil
+}
+
+// onlineTarget opens what an online conversion of NAME over DEVICE works on:
+// DEVICE itself with O_DIRECT and without O_EXCL (device-mapper holds it),
+// and the metadata, at its end or in --metadata. It refuses a NAME that is
+// not served from DEVICE.
+func onlineTarget(name, dev, metaPath string, createMeta int64) (engine.Target, []dm.Target, func(bool), error) {
+	live, err := dm.Table(name)
+	if err != nil {
+		return engine.Target{}, nil, nil, fmt.Errorf("%w: --online %s: %w", engine.ErrDevice, name, err)
+	}
+	if len(live) == 0 {
+		return engine.Target{}, nil, nil, fmt.Errorf("%w: --online %s has no live table", engine.ErrDevice, name)
+	}
+	devno, err := dm.DevNo(dev)
+	if err != nil {
+		return engine.Target{}, nil, nil, fmt.Errorf("%w: %w", engine.ErrDevice, err)
+	}
+	for _, t := range live {
+		seg, err := dm.ParseSegment(t)
+		if err != nil {
+			if t.Type == "linear" {
+				continue // a hold device; dm.NewOnline explains
+			}
+			return engine.Target{}, nil, nil, fmt.Errorf("%w: --online %s: %w", engine.ErrDevice, name, err)
+		}
+		if seg.Device != devno && !sameFile(seg.Device, dev) {
+			return engine.Target{}, nil, nil, fmt.Errorf("%w: --online %s is served from %s, not from %s (%s)", engine.ErrDevice, name, seg.Device, dev, devno)
+		}
+	}
+	unlock, err := lockName(name)
+	if err != nil {
+		return engine.Target{}, nil, nil, err
+	}
+	data, err := blockdev.Open(dev, blockdev.Options{Direct: true})
+	if err != nil {
+		unlock()
+		return engine.Target{}, nil, nil, fmt.Errorf("%w: %w", engine.ErrDevice, err)
+	}
+	if metaPath == "" {
+		return engine.Target{Data: data, Meta: data, MetaOnData: true}, live, func(bool) { data.Close(); unlock() }, nil
+	}
+	data.Close()
+	t, cleanup, err := openTarget(dev, metaPath, createMeta, blockdev.Options{Direct: true})
+	if err != nil {
+		unlock()
+		return engine.Target{}, nil, nil, err
+	}
+	return t, live, func(rm bool) { cleanup(rm); unlock() }, nil
+}
+
+// lockName keeps two cryptshift processes off the same device-mapper
+// device: O_EXCL cannot, since the device is held by design.
+func lockName(name string) (func(), error) {
+	dir := "/run/cryptshift"
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("%w: lock directory: %w", engine.ErrDevice, err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, filepath.Base(name)+".lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("%w: lock %s: %w", engine.ErrDevice, name, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%w: another cryptshift is working on %s: %w", engine.ErrDevice, name, blockdev.ErrInUse)
+	}
+	return func() { f.Close() }, nil
+}
+
+// fillFromTable completes the request from the live tables: a new
+// conversion takes the old mapping (key included), data offset and size
+// from NAME's single target; --new-like takes the new mapping from DEST.
+// Options given on the command line must agree with what the tables say.
+func fillFromTable(cfg *engine.Config, live []dm.Target, t engine.Target, newLike string) (*int64, error) {
+	st, err := engine.ReadStatus(t)
+	resuming := err == nil
+	if err != nil && !errors.Is(err, engine.ErrHeader) {
+		return nil, err
+	}
+	if resuming {
+		// The keys of a conversion in progress are in NAME's table too:
+		// the key check values say which target holds which.
+		h := st.Header
+		for _, tg := range live {
+			seg, err := dm.ParseSegment(tg)
+			if err != nil {
+				continue
+			}
+			if cfg.Old.Key == nil && seg.Mapping.Spec.String() == h.Old.Cipher && header.KCV(seg.Mapping.Key, h.UUID) == h.OldKCV {
+				cfg.Old.Key = seg.Mapping.Key
+			}
+			if cfg.New.Key == nil && seg.Mapping.Spec.String() == h.New.Cipher && header.KCV(seg.Mapping.Key, h.UUID) == h.NewKCV {
+				cfg.New.Key = seg.Mapping.Key
+			}
+		}
+	} else {
+		if len(live) != 1 {
+			return nil, fmt.Errorf("%w: --online: the table has %d targets and no conversion is recorded: it must be a single crypt or linear target", engine.ErrDevice, len(live))
+		}
+		seg, err := dm.ParseSegment(live[0])
+		if err != nil {
+			return nil, fmt.Errorf("%w: --online: %w", engine.ErrDevice, err)
+		}
+		if err := sideFromMapping(&cfg.Old, "old", seg.Mapping); err != nil {
+			return nil, err
+		}
+		off := int64(seg.Offset) * 512
+		if cfg.DataOffset != nil && *cfg.DataOffset != off {
+			return nil, usageErr("--data-offset %d: the device's table reads data at byte %d", *cfg.DataOffset, off)
+		}
+		size := int64(dm.Size(live)) * 512
+		if cfg.DataSize != 0 && cfg.DataSize != size {
+			return nil, usageErr("--data-size %d: the device serves %d bytes", cfg.DataSize, size)
+		}
+		cfg.DataOffset, cfg.DataSize = &off, size
+	}
+	if newLike == "" {
+		return nil, nil
+	}
+	dest, err := dm.Table(newLike)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --new-like %s: %w", engine.ErrDevice, newLike, err)
+	}
+	if len(dest) != 1 {
+		return nil, fmt.Errorf("%w: --new-like %s must be a single target", engine.ErrDevice, newLike)
+	}
+	seg, err := dm.ParseSegment(dest[0])
+	if err != nil {
+		return nil, fmt.Errorf("%w: --new-like %s: %w", engine.ErrDevice, newLike, err)
+	}
+	if err := sideFromMapping(&cfg.New, "new", seg.Mapping); err != nil {
+		return nil, err
+	}
+	off := int64(seg.Offset) * 512
+	return &off, nil
+}
+
+// sideFromMapping fills a side from a live table, refusing flags that
+// contradict it.
+func sideFromMapping(s *engine.Side, name string, m sectorcipher.Mapping) error {
+	if s.Cipher != "" {
+		spec, err := sectorcipher.ParseSpec(s.Cipher)
+		if err != nil || spec != m.Spec {
+			return usageErr("--%s-cipher %s: the live table says %s", name, s.Cipher, m.Spec)
+		}
+	}
+	if s.Key != nil && !bytes.Equal(s.Key, m.Key) {
+		return fmt.Errorf("%w: --%s-key-file differs from the key in the live table", engine.ErrWrongKey, name)
+	}
+	if s.SectorSize != 0 && s.SectorSize != m.SectorSize {
+		return usageErr("--%s-sector-size %d: the live table says %d", name, s.SectorSize, m.SectorSize)
+	}
+	if s.IVOffset != nil && *s.IVOffset != m.IVOffset {
+		return usageErr("--%s-iv-offset %d: the live table says %d", name, *s.IVOffset, m.IVOffset)
+	}
+	if s.IVLargeSectors != nil && *s.IVLargeSectors != m.IVLargeSectors {
+		return usageErr("--%s-iv-large-sectors: the live table says %v", name, m.IVLargeSectors)
+	}
+	iv, large := m.IVOffset, m.IVLargeSectors
+	*s = engine.Side{Cipher: m.Spec.String(), Key: m.Key, SectorSize: m.SectorSize, IVOffset: &iv, IVLargeSectors: &large}
+	return nil
+}
+
+// printStalls reports how long application I/O waited, per window held and
+// per table swap: the cost the online mode puts on the application.
+func printStalls(w io.Writer, stats []dm.WindowStat) {
+	if len(stats) == 0 {
+		return
+	}
+	held := make([]time.Duration, len(stats))
+	swap := make([]time.Duration, len(stats))
+	for i, s := range stats {
+		held[i], swap[i] = s.Held, s.Swap
+	}
+	slices.Sort(held)
+	slices.Sort(swap)
+	fmt.Fprintf(w, "I/O to the window being converted waited at most %v per window (median %v); all I/O waited at most %v per table swap (median %v)\n",
+		held[len(held)-1].Round(time.Millisecond), held[len(held)/2].Round(time.Millisecond),
+		swap[len(swap)-1].Round(time.Millisecond), swap[len(swap)/2].Round(time.Millisecond))
+}
+
+func onlineFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "online", Usage: "convert while device-mapper device `NAME` serves DEVICE's data (and may be mounted); its live table gives the old mapping"},
+		&cli.StringFlag{Name: "new-like", Usage: "with --online: take the new mapping from the live table of device-mapper device `DEST` over DEVICE; DEST is removed at the end"},
+	}
+}
