@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/cryptshift/cryptshift/dm"
 	"github.com/cryptshift/cryptshift/engine"
 	"github.com/cryptshift/cryptshift/header"
 	"github.com/cryptshift/cryptshift/wal"
@@ -34,6 +35,10 @@ type Options struct {
 	Data bool
 	// Repair rewrites a damaged or stale header copy from the valid one.
 	Repair bool
+	// LiveName, when set, is the device-mapper device serving the data: its
+	// live table is compared with the one the recorded progress calls for.
+	// LiveDevice is the data device as tables name it ("major:minor").
+	LiveName, LiveDevice string
 }
 
 // Report is the audit's outcome.
@@ -141,6 +146,10 @@ func Audit(ctx context.Context, t engine.Target, oldKey, newKey []byte, o Option
 		}
 	}
 
+	if o.LiveName != "" {
+		auditLive(r, h, oldKey, newKey, o)
+	}
+
 	if o.Data {
 		for step := uint64(0); step < done; step++ {
 			if err := ctx.Err(); err != nil {
@@ -198,4 +207,29 @@ func windowList(ws []uint64) string {
 		parts = append(parts, fmt.Sprint(w))
 	}
 	return "windows " + strings.Join(parts, ", ")
+}
+
+// auditLive compares the live table of the serving device with the table
+// recovery would build for the recorded progress: any other table serves
+// some sectors with a key that does not match what is on disk.
+func auditLive(r *Report, h *header.Header, oldKey, newKey []byte, o Options) {
+	live, err := dm.Table(o.LiveName)
+	if err != nil {
+		r.add(Error, "cannot read the live table of %s: %v", o.LiveName, err)
+		return
+	}
+	if h.State == header.StateInProgress {
+		r.add(Warning, "%s: the conversion is marked in progress, so its table cannot be judged: run `cryptshift recover --activate %s`", o.LiveName, o.LiveName)
+		return
+	}
+	want, err := dm.Composite(h, dm.Keys{Old: oldKey, New: newKey}, o.LiveDevice)
+	if err != nil {
+		r.add(Error, "cannot build the expected table of %s: %v", o.LiveName, err)
+		return
+	}
+	if same, why := dm.SameService(live, want); !same {
+		r.add(Error, "%s's live table does not match the recorded progress (%s): run `cryptshift recover --activate %s`", o.LiveName, why, o.LiveName)
+		return
+	}
+	r.add(Info, "%s's live table serves %d of %d windows with the new mapping, as recorded", o.LiveName, h.Done, h.Windows())
 }

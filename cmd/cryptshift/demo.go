@@ -14,6 +14,7 @@ import (
 
 	"github.com/cryptshift/cryptshift/blockdev"
 	"github.com/cryptshift/cryptshift/engine"
+	"github.com/cryptshift/cryptshift/fsck"
 	"github.com/cryptshift/cryptshift/sectorcipher"
 )
 
@@ -169,7 +170,7 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, p demoParams) error 
 	convTime := time.Since(start)
 
 	fmt.Fprintln(stdout, "Verifying (header, log, and every window against its recorded digest):")
-	if err := runVerify(ctx, stdout, img, t, oldKey, newKey, true); err != nil {
+	if err := runVerify(ctx, stdout, img, t, oldKey, newKey, fsck.Options{Data: true}); err != nil {
 		return err
 	}
 	if err := compareDemo(t.Data, dataSize, newC); err != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/cryptshift/cryptshift/blockdev"
+	"github.com/cryptshift/cryptshift/dm"
 	"github.com/cryptshift/cryptshift/engine"
 	"github.com/cryptshift/cryptshift/fsck"
 )
@@ -18,7 +19,8 @@ func verifyCommand() *cli.Command {
 		Usage:     "audit a conversion's header, log and layout (and with --data every converted window); exit 0 when clean",
 		ArgsUsage: "DEVICE",
 		Flags: append(append([]cli.Flag{metadataFlag()}, keyFlags()...),
-			&cli.BoolFlag{Name: "data", Usage: "also read every converted window and compare it with the digest recorded when it was written"}),
+			&cli.BoolFlag{Name: "data", Usage: "also read every converted window and compare it with the digest recorded when it was written"},
+			&cli.StringFlag{Name: "online", Usage: "also check that device-mapper device `NAME` serves the data with the table the recorded progress calls for"}),
 		Action: func(c *cli.Context) error {
 			dev, err := deviceArg(c)
 			if err != nil {
@@ -28,22 +30,39 @@ func verifyCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			// Read-only, but exclusive: auditing a device a conversion is
-			// rewriting would report its window in flight as damage.
-			t, cleanup, err := openTarget(dev, c.String("metadata"), 0, blockdev.Options{Exclusive: true, ReadOnly: true})
+			o := fsck.Options{Data: c.Bool("data")}
+			// Read-only, and exclusive unless a dm device holds DEVICE by
+			// design: the lock keeps a running convert (which takes it too)
+			// from changing the window while it is audited.
+			bo := blockdev.Options{Exclusive: true, ReadOnly: true}
+			if name := c.String("online"); name != "" {
+				devno, err := dm.DevNo(dev)
+				if err != nil {
+					return fmt.Errorf("%w: %w", engine.ErrDevice, err)
+				}
+				unlock, err := lockName(name)
+				if err != nil {
+					return err
+				}
+				defer unlock()
+				o.LiveName, o.LiveDevice = name, devno
+				bo = blockdev.Options{ReadOnly: true, Direct: true}
+			}
+			t, cleanup, err := openTarget(dev, c.String("metadata"), 0, bo)
 			if err != nil {
 				return err
 			}
 			defer cleanup(false)
-			return runVerify(c.Context, c.App.Writer, dev, t, oldKey, newKey, c.Bool("data"))
+			return runVerify(c.Context, c.App.Writer, dev, t, oldKey, newKey, o)
 		},
 	}
 }
 
 // runVerify audits t and prints the report; findings worse than
 // information make it return an ErrDamaged error.
-func runVerify(ctx context.Context, out io.Writer, dev string, t engine.Target, oldKey, newKey []byte, data bool) error {
-	rep, err := fsck.Audit(ctx, t, oldKey, newKey, fsck.Options{Data: data})
+func runVerify(ctx context.Context, out io.Writer, dev string, t engine.Target, oldKey, newKey []byte, o fsck.Options) error {
+	data := o.Data
+	rep, err := fsck.Audit(ctx, t, oldKey, newKey, o)
 	if err != nil {
 		return fmt.Errorf("verify %s: %w", dev, err)
 	}
