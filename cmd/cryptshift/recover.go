@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -32,6 +34,7 @@ func recoverCommand(stderr io.Writer) *cli.Command {
 			&cli.StringFlag{Name: "activate", Usage: "afterwards, set up device-mapper device `NAME` for the recorded progress"},
 			&cli.BoolFlag{Name: "all", Usage: "recover and activate every device listed in the table file (no DEVICE argument)"},
 			&cli.StringFlag{Name: "tab", Value: defaultTab, Usage: "table `FILE` for --all"},
+			&cli.DurationFlag{Name: "wait", Usage: "with --all, wait up to `DURATION` for each listed device to appear (at boot, udev may still be creating them)"},
 		),
 		Action: func(c *cli.Context) error {
 			// Recovery of one window is short and must not stop half-way:
@@ -42,7 +45,7 @@ func recoverCommand(stderr io.Writer) *cli.Command {
 				if c.NArg() != 0 || c.IsSet("activate") || c.IsSet("metadata") || c.IsSet("old-key-file") || c.IsSet("new-key-file") {
 					return usageErr("recover --all takes everything from --tab: no DEVICE, --activate, --metadata or key files")
 				}
-				return recoverAll(c, c.String("tab"))
+				return recoverAll(c, c.String("tab"), c.Duration("wait"))
 			}
 			dev, err := deviceArg(c)
 			if err != nil {
@@ -114,14 +117,23 @@ func recoverOne(c *cli.Context, j recoverJob) error {
 // recoverAll runs recoverOne for every line of the table file and fails if
 // any line failed, after trying them all: one bad device must not keep the
 // others from coming up at boot.
-func recoverAll(c *cli.Context, tab string) error {
+func recoverAll(c *cli.Context, tab string, wait time.Duration) error {
 	entries, err := readTab(tab)
 	if err != nil {
 		return err
 	}
 	var first error
 	failed := 0
+	deadline := time.Now().Add(wait)
 	for _, e := range entries {
+		for _, p := range []string{e.device, e.metadata} {
+			for p != "" && time.Now().Before(deadline) {
+				if _, err := os.Stat(p); err == nil {
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
 		oldKey, err := readTabKey(e.oldKeyFile)
 		if err == nil {
 			var newKey []byte
