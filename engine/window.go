@@ -142,7 +142,13 @@ func (c *conv) plainDigest(buf []byte, start int64, ci sectorcipher.Cipher) [32]
 // also fills one hashEntry per unit: old ciphertext hash, new ciphertext hash.
 func (c *conv) transform(buf []byte, start int64, hashes []byte) [32]byte {
 	sums := make([][32]byte, (len(buf)+chunk-1)/chunk)
-	u := c.unit()
+	// Journal mode runs this while appendRecord may checkpoint, which
+	// replaces c.h: read c.h only for the hashes, which checksum mode
+	// computes before it appends.
+	var u int64
+	if hashes != nil {
+		u = c.unit()
+	}
 	parallel(int64(len(buf)), func(off, end int64) {
 		p := buf[off:end]
 		if hashes != nil {
