@@ -41,19 +41,18 @@ var interopImage = Image{
 // from a mapping cryptsetup (or dm-linear, for plaintext) wrote an ext4
 // filesystem through, to one cryptsetup (or losetup) must read it back with.
 type interopCase struct {
-	name       string
-	oldCipher  string // "none" for plaintext
-	oldKeyLen  int    // bytes
-	newCipher  string
-	newKeyLen  int
-	newSector  int // dm-crypt sector_size of the new mapping; 0 means 512
-	mode       string
-	window     int
-	oldKey     []byte
-	newKey     []byte
-	dev        string // guest device, /dev/vdX, set by the boot that uses it
-	diskPath   string // host image
-	descending bool
+	name      string
+	oldCipher string // "none" for plaintext
+	oldKeyLen int    // bytes
+	newCipher string
+	newKeyLen int
+	newSector int // dm-crypt sector_size of the new mapping; 0 means 512
+	mode      string
+	window    int
+	oldKey    []byte
+	newKey    []byte
+	dev       string // guest device, /dev/vdX, set by the boot that uses it
+	diskPath  string // host image
 }
 
 // newOffset is where the data must start after the conversion: shift moves it
