@@ -23,6 +23,10 @@
 // uncompressed vmlinux extracted once into the user cache directory when it has
 // a PVH entry point, which saves seconds of emulated decompression per boot.
 //
+// The guest shell is busybox's, which runs its own applet before searching
+// PATH: where a host tool and an applet share a name (losetup, mke2fs), call
+// the tool by its full path, /usr/local/sbin/NAME, to get the real one.
+//
 // Inside the guest there is no udev: after creating a device-mapper device with
 // dmsetup, run "dmsetup mknodes" to get /dev/mapper/NAME (cryptsetup makes its
 // own nodes), or use /dev/dm-N.
