@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-var long = flag.Bool("long", false, "crash the engine thoroughly: about a million crash states")
+var long = flag.Bool("long", false, "crash the engine thoroughly: about a million crash states (give -timeout 90m)")
 
 func TestMain(m *testing.M) {
 	flag.Parse()
@@ -99,10 +99,10 @@ func budget(sc scenario) sweepOpts {
 		o.enum.MaxStates = 2
 		o.nestEvery = 0
 	case *long:
-		o.enum = EnumOptions{MaxStates: 256, MaxSubset: 8, Torn: true, Shorn: true, Seed: 1}
+		o.enum = EnumOptions{MaxStates: 64, MaxSubset: 6, Torn: true, Shorn: true, Seed: 1}
 		o.seeds = 4
-		o.nestEvery = 1
-		o.nestEnum.MaxStates = 32
+		o.nestEvery = 4
+		o.nestEnum.MaxStates = 8
 	}
 	return o
 }
