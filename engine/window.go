@@ -300,6 +300,13 @@ func (c *conv) protect(j uint64, ra *readAhead) error {
 		// J1: the old ciphertext is durable in the log before the window is
 		// touched, so recovery can always redo the window from it. The
 		// transform runs meanwhile: it only changes memory.
+		// Checkpoint (if the log is full) before the transform starts, so
+		// nothing replaces c.h while it runs.
+		if !c.log.Fits(len(old)) {
+			if err := c.checkpoint(j, header.StateInProgress); err != nil {
+				return err
+			}
+		}
 		var d [32]byte
 		transformed := make(chan struct{})
 		go func() {
