@@ -142,9 +142,10 @@ func (c *conv) plainDigest(buf []byte, start int64, ci sectorcipher.Cipher) [32]
 // also fills one hashEntry per unit: old ciphertext hash, new ciphertext hash.
 func (c *conv) transform(buf []byte, start int64, hashes []byte) [32]byte {
 	sums := make([][32]byte, (len(buf)+chunk-1)/chunk)
-	// Journal mode runs this while appendRecord may checkpoint, which
-	// replaces c.h: read c.h only for the hashes, which checksum mode
-	// computes before it appends.
+	// Journal mode runs this concurrently with appending its record.
+	// protect checkpoints before, so c.h stays put; reading c.h only for
+	// the hashes (checksum mode, never concurrent) keeps this safe even
+	// if that order changes.
 	var u int64
 	if hashes != nil {
 		u = c.unit()
