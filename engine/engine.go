@@ -132,6 +132,7 @@ type conv struct {
 	store  *header.Store
 	h      *header.Header
 	macKey []byte
+	sum    *header.Summer
 	oldC   sectorcipher.Cipher
 	newC   sectorcipher.Cipher
 	log    *wal.Log
@@ -295,7 +296,11 @@ func newConv(t Target, store *header.Store, h *header.Header, macKey, oldKey, ne
 	if uint64(t.Meta.Size()) < h.MetaOffset+h.MetaSize || uint64(t.Data.Size()) < h.DeviceSize {
 		return nil, fmt.Errorf("%w: device is smaller than recorded (%d bytes, recorded %d)", ErrDevice, t.Data.Size(), h.DeviceSize)
 	}
-	c := &conv{t: t, store: store, h: h, macKey: macKey, oldC: oc, newC: nc, opts: opts, oldKey: oldKey, newKey: newKey}
+	sum, err := header.NewSummer(macKey)
+	if err != nil {
+		return nil, err
+	}
+	c := &conv{t: t, store: store, h: h, macKey: macKey, sum: sum, oldC: oc, newC: nc, opts: opts, oldKey: oldKey, newKey: newKey}
 	c.log = wal.New(t.Meta, int64(h.LogOffset), int64(h.LogSize), h.UUID, macKey, int64(h.LogHeadOff), h.LogHeadSeq)
 	return c, nil
 }
@@ -414,7 +419,7 @@ func (c *conv) checkIdentity() error {
 	if _, err := c.t.Data.ReadAt(buf, int64(c.h.NewOffset)+start); err != nil {
 		return ioErr(fmt.Sprintf("read window %d", w), err)
 	}
-	d := c.plainDigest(buf, start, c.newC)
+	d := c.plainDigest(buf, w, start, c.newC)
 	if header.DigestEntry(c.macKey, w, d) != entry {
 		return fmt.Errorf("%w: window %d does not hold the data this conversion wrote there: wrong device, or it was changed since", ErrDevice, w)
 	}

@@ -68,7 +68,7 @@ func (o *Opened) CheckWindow(w uint64) (DigestState, error) {
 	if _, err := c.t.Data.ReadAt(buf, int64(c.h.NewOffset)+start); err != nil {
 		return 0, ioErr(fmt.Sprintf("read window %d", w), err)
 	}
-	if header.DigestEntry(c.macKey, w, c.plainDigest(buf, start, c.newC)) != entry {
+	if header.DigestEntry(c.macKey, w, c.plainDigest(buf, w, start, c.newC)) != entry {
 		return DigestMismatch, nil
 	}
 	return DigestMatch, nil

@@ -3,7 +3,6 @@ package engine
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 
@@ -193,7 +192,7 @@ func (c *conv) redoJournal(r wal.Record) error {
 	if err != nil {
 		return ioErr("read journal", err)
 	}
-	d := c.transform(backup, start, nil)
+	d := c.transform(backup, w, start, r.Done, nil, 0)
 	if err := c.writeWindow(w, start, backup, d); err != nil {
 		return err
 	}
@@ -222,12 +221,13 @@ func (c *conv) redoChecksum(r wal.Record, accept bool) (*DamageError, error) {
 	changed := false
 	for i := int64(0); i < units; i++ {
 		p := buf[i*u : (i+1)*u]
-		s := sha256.Sum256(p)
 		e := hashes[i*hashEntry : (i+1)*hashEntry]
+		sOld := c.sum.Sum(header.SumUnitOld, r.Done, uint32(i), p)
+		sNew := c.sum.Sum(header.SumUnitNew, r.Done, uint32(i), p)
 		switch {
-		case bytes.Equal(s[:16], e[16:32]):
+		case bytes.Equal(sNew[:], e[16:32]):
 			// already new
-		case bytes.Equal(s[:16], e[0:16]):
+		case bytes.Equal(sOld[:], e[0:16]):
 			sector := uint64(start+i*u) / 512
 			c.oldC.Decrypt(p, sector)
 			c.newC.Encrypt(p, sector)
@@ -247,7 +247,7 @@ func (c *conv) redoChecksum(r wal.Record, accept bool) (*DamageError, error) {
 	if dmg != nil && !accept {
 		return dmg, nil
 	}
-	d := c.plainDigest(buf, start, c.newC)
+	d := c.plainDigest(buf, w, start, c.newC)
 	if changed {
 		if _, err := c.t.Data.WriteAt(buf, int64(c.h.NewOffset)+start); err != nil {
 			return nil, ioErr(fmt.Sprintf("write window %d", w), err)

@@ -17,8 +17,8 @@ import (
 // plaintext digest (docs/FORMAT.md, "Window digest").
 const chunk = 1 << 20
 
-// hashEntry is the size of one unit's entry in a checksum record: 16 bytes
-// of SHA-256 of the old ciphertext, then 16 of the new.
+// hashEntry is the size of one unit's entry in a checksum record: the keyed
+// digest of the old ciphertext (16 bytes), then of the new.
 const hashEntry = 32
 
 // buffers holds the window-sized buffers: two for old ciphertext (the one
@@ -113,8 +113,8 @@ func parallel(n int64, f func(off, end int64)) {
 	wg.Wait()
 }
 
-// combine folds per-chunk plaintext hashes into the window digest.
-func combine(sums [][32]byte) [32]byte {
+// combine folds the per-chunk digests into the window digest.
+func combine(sums [][16]byte) [32]byte {
 	h := sha256.New()
 	for _, s := range sums {
 		h.Write(s[:])
@@ -124,51 +124,53 @@ func combine(sums [][32]byte) [32]byte {
 	return d
 }
 
-// plainDigest decrypts a copy of buf (ciphertext at logical byte start)
-// with ci and returns the window digest of the plaintext. buf is unchanged.
-func (c *conv) plainDigest(buf []byte, start int64, ci sectorcipher.Cipher) [32]byte {
-	sums := make([][32]byte, (len(buf)+chunk-1)/chunk)
+// plainDigest decrypts a copy of buf (window w's ciphertext at logical byte
+// start) with ci and returns the window digest of the plaintext. buf is
+// unchanged.
+func (c *conv) plainDigest(buf []byte, w uint64, start int64, ci sectorcipher.Cipher) [32]byte {
+	sums := make([][16]byte, (len(buf)+chunk-1)/chunk)
 	parallel(int64(len(buf)), func(off, end int64) {
 		tmp := make([]byte, end-off)
 		copy(tmp, buf[off:end])
 		ci.Decrypt(tmp, uint64(start+off)/512)
-		sums[off/chunk] = sha256.Sum256(tmp)
+		sums[off/chunk] = c.sum.Sum(header.SumWindowChunk, w, uint32(off/chunk), tmp)
 	})
 	return combine(sums)
 }
 
-// transform converts buf in place from old to new ciphertext and returns
-// the window digest of the plaintext. With hashes non-nil (checksum mode) it
-// also fills one hashEntry per unit: old ciphertext hash, new ciphertext hash.
-func (c *conv) transform(buf []byte, start int64, hashes []byte) [32]byte {
-	sums := make([][32]byte, (len(buf)+chunk-1)/chunk)
-	// Journal mode runs this concurrently with appending its record.
-	// protect checkpoints before, so c.h stays put; reading c.h only for
-	// the hashes (checksum mode, never concurrent) keeps this safe even
-	// if that order changes.
-	var u int64
-	if hashes != nil {
-		u = c.unit()
-	}
+// transform converts buf (window w at logical byte start, processing step
+// j) in place from old to new ciphertext and returns the window digest of
+// the plaintext. With hashes non-nil (checksum mode, units of u bytes) it
+// also fills one hashEntry per unit: old ciphertext digest, new ciphertext
+// digest. It reads nothing of c.h: journal mode runs it concurrently with
+// appending its record.
+func (c *conv) transform(buf []byte, w uint64, start int64, j uint64, hashes []byte, u int64) [32]byte {
+	sums := make([][16]byte, (len(buf)+chunk-1)/chunk)
 	parallel(int64(len(buf)), func(off, end int64) {
 		p := buf[off:end]
 		if hashes != nil {
-			unitHashes(p, hashes[off/u*hashEntry:], u, 0)
+			c.unitHashes(p, hashes, u, off/u, header.SumUnitOld, j)
 		}
 		c.oldC.Decrypt(p, uint64(start+off)/512)
-		sums[off/chunk] = sha256.Sum256(p)
+		sums[off/chunk] = c.sum.Sum(header.SumWindowChunk, w, uint32(off/chunk), p)
 		c.newC.Encrypt(p, uint64(start+off)/512)
 		if hashes != nil {
-			unitHashes(p, hashes[off/u*hashEntry:], u, 16)
+			c.unitHashes(p, hashes, u, off/u, header.SumUnitNew, j)
 		}
 	})
 	return combine(sums)
 }
 
-func unitHashes(p, out []byte, u int64, at int) {
+// unitHashes fills the old (domain SumUnitOld) or new half of the entries
+// of units first, first+1, ... covered by p.
+func (c *conv) unitHashes(p, hashes []byte, u, first int64, domain byte, j uint64) {
+	at := int64(0)
+	if domain == header.SumUnitNew {
+		at = 16
+	}
 	for i := int64(0); i < int64(len(p))/u; i++ {
-		s := sha256.Sum256(p[i*u : (i+1)*u])
-		copy(out[i*hashEntry+int64(at):], s[:16])
+		s := c.sum.Sum(domain, j, uint32(first+i), p[i*u:(i+1)*u])
+		copy(hashes[(first+i)*hashEntry+at:], s[:])
 	}
 }
 
@@ -312,7 +314,7 @@ func (c *conv) protect(j uint64, ra *readAhead) error {
 		transformed := make(chan struct{})
 		go func() {
 			defer close(transformed)
-			d = c.transform(cur, start, nil)
+			d = c.transform(cur, w, start, j, nil, 0)
 		}()
 		err := c.appendRecord(wal.TypeJournal, j, old)
 		if err == nil {
@@ -328,7 +330,7 @@ func (c *conv) protect(j uint64, ra *readAhead) error {
 		return c.flushData("journal-data")
 	case header.ModeChecksum:
 		hashes := make([]byte, n/c.unit()*hashEntry)
-		d := c.transform(cur, start, hashes)
+		d := c.transform(cur, w, start, j, hashes, c.unit())
 		// C1: both hash sets are durable before the window is touched, so
 		// recovery can tell, unit by unit, old from new from neither.
 		if err := c.appendRecord(wal.TypeChecksum, j, hashes); err != nil {
@@ -342,7 +344,7 @@ func (c *conv) protect(j uint64, ra *readAhead) error {
 		}
 		return c.flushData("checksum-data")
 	default: // shift, none
-		d := c.transform(cur, start, nil)
+		d := c.transform(cur, w, start, j, nil, 0)
 		if err := c.writeWindow(w, start, cur, d); err != nil {
 			return err
 		}

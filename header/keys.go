@@ -1,6 +1,8 @@
 package header
 
 import (
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
@@ -54,5 +56,51 @@ func DigestEntry(macKey []byte, window uint64, plainSHA [32]byte) [DigestEntrySi
 	m.Write(plainSHA[:])
 	var out [DigestEntrySize]byte
 	copy(out[:], m.Sum(nil))
+	return out
+}
+
+// Summer computes the keyed 16-byte digests cryptshift takes of bulk data
+// (window plaintext, checksum units, log payloads): GMAC, i.e. AES-256-GCM
+// with nothing to encrypt and the data as additional data, under a key
+// derived from the MAC key. It runs several times faster than SHA-256 on
+// CPUs with AES and carry-less multiply instructions, and without the keys
+// nobody can predict or match a digest. Each use passes a distinct nonce
+// (see docs/FORMAT.md, "Keyed digests"). Safe for concurrent use.
+type Summer struct{ aead cipher.AEAD }
+
+// Nonce domains of the Summer.
+const (
+	SumWindowChunk = 1 // a (window, chunk) of plaintext
+	SumUnitOld     = 2 // a (step, unit) of old ciphertext
+	SumUnitNew     = 3 // a (step, unit) of new ciphertext
+	SumLogPayload  = 4 // the payload of the log record with sequence a
+)
+
+// NewSummer derives the GMAC key from the MAC key.
+func NewSummer(macKey []byte) (*Summer, error) {
+	k := make([]byte, 32)
+	if _, err := io.ReadFull(hkdf.New(sha256.New, macKey, nil, []byte("cryptshift gmac v1")), k); err != nil {
+		return nil, fmt.Errorf("derive digest key: %w", err)
+	}
+	blk, err := aes.NewCipher(k)
+	if err != nil {
+		return nil, fmt.Errorf("digest key: %w", err)
+	}
+	g, err := cipher.NewGCM(blk)
+	if err != nil {
+		return nil, fmt.Errorf("digest key: %w", err)
+	}
+	return &Summer{aead: g}, nil
+}
+
+// Sum returns the digest of data under nonce (domain, a, b): byte 0 is the
+// domain, bytes 1-7 the low 56 bits of a (little-endian), bytes 8-11 b.
+func (s *Summer) Sum(domain byte, a uint64, b uint32, data []byte) [16]byte {
+	var nonce [12]byte
+	binary.LittleEndian.PutUint64(nonce[0:8], a<<8|uint64(domain))
+	binary.LittleEndian.PutUint32(nonce[8:12], b)
+	var out [16]byte
+	var buf [16]byte
+	copy(out[:], s.aead.Seal(buf[:0], nonce[:], nil, data))
 	return out
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/klauspost/crc32"
 
 	"github.com/cryptshift/cryptshift/blockdev"
+	"github.com/cryptshift/cryptshift/header"
 )
 
 // BlockSize is the alignment of records: every record starts on a 4 KiB
@@ -71,7 +72,7 @@ type Record struct {
 	Done        uint64
 	Payload     []byte   // nil for records returned by Scan; see Log.Payload
 	PayloadLen  uint64   // unpadded payload length
-	PayloadHash [32]byte // SHA-256 of the payload
+	PayloadHash [32]byte // keyed digest of the payload (16 bytes), then 16 zero bytes
 	Offset      uint64   // where the record starts, relative to the log area
 	Authentic   bool     // the MAC was verified (false when scanned without a key)
 }
@@ -91,13 +92,32 @@ type Log struct {
 
 	tail    int64  // where the next record goes, relative to off
 	nextSeq uint64 // its sequence number
+	sum     *header.Summer
+}
+
+// payloadSum is the keyed digest of record seq's payload.
+func (l *Log) payloadSum(seq uint64, p []byte) [32]byte {
+	var out [32]byte
+	t := l.sum.Sum(header.SumLogPayload, seq, 0, p)
+	copy(out[:], t[:])
+	return out
 }
 
 // New returns a log over dev[off, off+size) whose next record will be
 // written at head with sequence number headSeq. The caller positions it
 // after the last valid record with Scan before appending.
 func New(dev blockdev.Device, off, size int64, uuid [16]byte, macKey []byte, head int64, headSeq uint64) *Log {
-	return &Log{dev: dev, off: off, size: size, uuid: uuid, macKey: macKey, tail: head, nextSeq: headSeq}
+	l := &Log{dev: dev, off: off, size: size, uuid: uuid, macKey: macKey, tail: head, nextSeq: headSeq}
+	if macKey != nil {
+		// NewSummer fails only if AES-256 does, which cannot happen with a
+		// 32-byte key.
+		sum, err := header.NewSummer(macKey)
+		if err != nil {
+			panic(err)
+		}
+		l.sum = sum
+	}
+	return l
 }
 
 // Tail returns where the next record goes and its sequence number.
@@ -143,7 +163,8 @@ func (l *Log) Append(t Type, done uint64, payload []byte) (Record, error) {
 		return Record{}, fmt.Errorf("append %s record of %d bytes at %d of %d: %w", t, len(payload), l.tail, l.size, ErrFull)
 	}
 	r := Record{Seq: l.nextSeq, Type: t, Done: done, PayloadLen: uint64(len(payload)),
-		PayloadHash: sha256.Sum256(payload), Offset: uint64(l.tail), Authentic: true}
+		Offset: uint64(l.tail), Authentic: true}
+	r.PayloadHash = l.payloadSum(r.Seq, payload)
 	hdr := l.encodeHeader(&r)
 	if len(payload)%BlockSize == 0 {
 		// Two writes in one flush epoch are as good as one, and a
@@ -225,7 +246,7 @@ func allZero(b []byte) bool {
 func (l *Log) Scan() ([]Record, error) {
 	var recs []Record
 	hdr := make([]byte, BlockSize)
-	chunk := make([]byte, 1<<20)
+	var chunk []byte
 	for l.tail+BlockSize <= l.size {
 		if _, err := l.dev.ReadAt(hdr, l.off+l.tail); err != nil {
 			return nil, fmt.Errorf("read log at %d: %w", l.tail, err)
@@ -234,17 +255,19 @@ func (l *Log) Scan() ([]Record, error) {
 		if !ok {
 			break
 		}
-		h := sha256.New()
-		for done := uint64(0); done < r.PayloadLen; {
-			n := min(uint64(len(chunk)), r.PayloadLen-done)
-			if _, err := l.dev.ReadAt(chunk[:n], l.off+int64(r.Offset)+BlockSize+int64(done)); err != nil {
+		// Without the key (status) the payload cannot be checked; such a
+		// scan is for display only.
+		if l.sum != nil {
+			if uint64(cap(chunk)) < r.PayloadLen {
+				chunk = make([]byte, r.PayloadLen)
+			}
+			p := chunk[:r.PayloadLen]
+			if _, err := l.dev.ReadAt(p, l.off+int64(r.Offset)+BlockSize); err != nil {
 				return nil, fmt.Errorf("read log payload of record %d: %w", r.Seq, err)
 			}
-			h.Write(chunk[:n])
-			done += n
-		}
-		if !bytes.Equal(h.Sum(nil), r.PayloadHash[:]) {
-			break
+			if l.payloadSum(r.Seq, p) != r.PayloadHash {
+				break
+			}
 		}
 		recs = append(recs, r)
 		l.tail += EncodedLen(int(r.PayloadLen))
@@ -260,7 +283,9 @@ func (l *Log) Payload(r Record) ([]byte, error) {
 	if _, err := l.dev.ReadAt(p, l.off+int64(r.Offset)+BlockSize); err != nil {
 		return nil, fmt.Errorf("read payload of log record %d: %w", r.Seq, err)
 	}
-	if sha256.Sum256(p) != r.PayloadHash {
+	// A keyless log is for display (status) and returns the bytes as read;
+	// anything that acts on a payload has the key.
+	if l.sum != nil && l.payloadSum(r.Seq, p) != r.PayloadHash {
 		return nil, fmt.Errorf("payload of log record %d changed since it was scanned", r.Seq)
 	}
 	return p, nil
