@@ -21,49 +21,63 @@ const chunk = 1 << 20
 // digest of the old ciphertext (16 bytes), then of the new.
 const hashEntry = 32
 
-// buffers holds the window-sized buffers: two for old ciphertext (the one
-// being converted and the one being read ahead) and one for the result, so
-// memory stays at three windows whatever the device size.
+// buffers holds the window-sized buffers of two steps: the one being
+// written and the one being read and transformed ahead of it, each with its
+// old ciphertext and its result, so memory stays at four windows whatever
+// the device size.
 type buffers struct {
-	old  [2][]byte
-	cur  []byte
-	next int // which old buffer the next read ahead uses
+	old, cur [2][]byte
+	next     int // which pair the next step uses
 }
 
 func (b *buffers) alloc(n int64) {
-	if int64(cap(b.cur)) < n {
-		b.old[0] = blockdev.AlignedBuffer(int(n))
-		b.old[1] = blockdev.AlignedBuffer(int(n))
-		b.cur = blockdev.AlignedBuffer(int(n))
+	if int64(cap(b.cur[0])) < n {
+		for i := range b.old {
+			b.old[i] = blockdev.AlignedBuffer(int(n))
+			b.cur[i] = blockdev.AlignedBuffer(int(n))
+		}
 	}
 }
 
-// readAhead is the old ciphertext of one step, read in the background while
-// the previous step is written. Reading never changes what is durable, and
-// no step's writes overlap the next step's source (in place: another
-// window; shift: the gap lies between them), so it is outside the crash
-// argument.
-type readAhead struct {
-	step uint64
-	buf  []byte
-	err  error
-	done chan struct{}
+// prepared is one step's window, read and transformed in the background
+// while the previous step is written. Reading and transforming never change
+// what is durable, and no step's writes overlap the next step's source (in
+// place: another window; shift: the gap lies between them), so this is
+// outside the crash argument. Only the writes, in protect, are ordered.
+type prepared struct {
+	step   uint64
+	old    []byte // old ciphertext, as read
+	cur    []byte // new ciphertext
+	digest [32]byte
+	hashes []byte // checksum mode: the record payload
+	err    error
+	done   chan struct{}
 }
 
-func (c *conv) startRead(j uint64) *readAhead {
+// prepare reads step j's window and transforms it in a goroutine. It reads
+// everything it needs of c.h now: checkpoints replace c.h meanwhile.
+func (c *conv) prepare(j uint64) *prepared {
 	w := c.windowAt(j)
 	start, n := c.windowRange(w)
 	c.buf.alloc(int64(c.h.Window))
-	ra := &readAhead{step: j, buf: c.buf.old[c.buf.next][:n], done: make(chan struct{})}
+	p := &prepared{step: j, old: c.buf.old[c.buf.next][:n], cur: c.buf.cur[c.buf.next][:n], done: make(chan struct{})}
 	c.buf.next ^= 1
-	dev, off := c.t.Data, int64(c.h.OldOffset)+start // c.h is replaced by checkpoints
+	var u int64
+	if c.h.Mode == header.ModeChecksum {
+		u = c.unit()
+		p.hashes = make([]byte, n/u*hashEntry)
+	}
+	dev, off := c.t.Data, int64(c.h.OldOffset)+start
 	go func() {
-		defer close(ra.done)
-		if _, err := dev.ReadAt(ra.buf, off); err != nil {
-			ra.err = ioErr(fmt.Sprintf("read window %d", w), err)
+		defer close(p.done)
+		if _, err := dev.ReadAt(p.old, off); err != nil {
+			p.err = ioErr(fmt.Sprintf("read window %d", w), err)
+			return
 		}
+		copy(p.cur, p.old)
+		p.digest = c.transform(p.cur, w, start, j, p.hashes, u)
 	}()
-	return ra
+	return p
 }
 
 // windowAt maps a processing step to a window index.
@@ -251,10 +265,10 @@ func (c *conv) checkpoint(done uint64, state header.State) error {
 // step converts the window at processing step j (windows before it are
 // durable). The order of writes and flushes per mode is the crash argument
 // of docs/DESIGN.md, "Per-window protocol".
-func (c *conv) step(j uint64, ra *readAhead) error {
+func (c *conv) step(j uint64, p *prepared) error {
 	hd := c.opts.Holder
 	if hd == nil {
-		return c.protect(j, ra)
+		return c.protect(j, p)
 	}
 	w := c.windowAt(j)
 	start, n := c.windowRange(w)
@@ -262,7 +276,7 @@ func (c *conv) step(j uint64, ra *readAhead) error {
 		hd.Abort(w, start, n, err)
 		return fmt.Errorf("hold window %d: %w", w, err)
 	}
-	// Online, the window is read only once it is held (ra is nil).
+	// Online, the window is read only once it is held (p is nil).
 	err := c.protect(j, nil)
 	if err == nil && (c.h.Mode == header.ModeJournal || c.h.Mode == header.ModeChecksum) {
 		// O1: online, the window must be committed before the application
@@ -282,70 +296,49 @@ func (c *conv) step(j uint64, ra *readAhead) error {
 }
 
 // protect runs the per-mode protocol for step j, on the old ciphertext
-// read ahead in ra, or read now when ra is nil.
-func (c *conv) protect(j uint64, ra *readAhead) error {
+// prepared in p, or prepared now when p is nil.
+func (c *conv) protect(j uint64, p *prepared) error {
 	w := c.windowAt(j)
-	start, n := c.windowRange(w)
-	if ra == nil {
-		ra = c.startRead(j)
+	start, _ := c.windowRange(w)
+	if p == nil {
+		p = c.prepare(j)
 	}
-	<-ra.done
-	if ra.err != nil {
-		return ra.err
+	<-p.done
+	if p.err != nil {
+		return p.err
 	}
-	if ra.step != j {
-		panic(fmt.Sprintf("engine: read ahead of step %d used for step %d", ra.step, j))
+	if p.step != j {
+		panic(fmt.Sprintf("engine: window prepared for step %d used for step %d", p.step, j))
 	}
-	old, cur := ra.buf, c.buf.cur[:n]
-	copy(cur, old)
 	switch c.h.Mode {
 	case header.ModeJournal:
 		// J1: the old ciphertext is durable in the log before the window is
-		// touched, so recovery can always redo the window from it. The
-		// transform runs meanwhile: it only changes memory.
-		// Checkpoint (if the log is full) before the transform starts, so
-		// nothing replaces c.h while it runs.
-		if !c.log.Fits(len(old)) {
-			if err := c.checkpoint(j, header.StateInProgress); err != nil {
-				return err
-			}
-		}
-		var d [32]byte
-		transformed := make(chan struct{})
-		go func() {
-			defer close(transformed)
-			d = c.transform(cur, w, start, j, nil, 0)
-		}()
-		err := c.appendRecord(wal.TypeJournal, j, old)
-		if err == nil {
-			err = c.flush(c.t.Meta, "journal-record")
-		}
-		<-transformed
-		if err != nil {
+		// touched, so recovery can always redo the window from it.
+		if err := c.appendRecord(wal.TypeJournal, j, p.old); err != nil {
 			return err
 		}
-		if err := c.writeWindow(w, start, cur, d); err != nil {
+		if err := c.flush(c.t.Meta, "journal-record"); err != nil {
+			return err
+		}
+		if err := c.writeWindow(w, start, p.cur, p.digest); err != nil {
 			return err
 		}
 		return c.flushData("journal-data")
 	case header.ModeChecksum:
-		hashes := make([]byte, n/c.unit()*hashEntry)
-		d := c.transform(cur, w, start, j, hashes, c.unit())
 		// C1: both hash sets are durable before the window is touched, so
 		// recovery can tell, unit by unit, old from new from neither.
-		if err := c.appendRecord(wal.TypeChecksum, j, hashes); err != nil {
+		if err := c.appendRecord(wal.TypeChecksum, j, p.hashes); err != nil {
 			return err
 		}
 		if err := c.flush(c.t.Meta, "checksum-record"); err != nil {
 			return err
 		}
-		if err := c.writeWindow(w, start, cur, d); err != nil {
+		if err := c.writeWindow(w, start, p.cur, p.digest); err != nil {
 			return err
 		}
 		return c.flushData("checksum-data")
 	default: // shift, none
-		d := c.transform(cur, w, start, j, nil, 0)
-		if err := c.writeWindow(w, start, cur, d); err != nil {
+		if err := c.writeWindow(w, start, p.cur, p.digest); err != nil {
 			return err
 		}
 		// S1: the window is durable before the progress record that makes
@@ -380,7 +373,7 @@ func (c *conv) run(ctx context.Context, resumed bool) error {
 		}
 	}
 	report()
-	var ahead *readAhead
+	var ahead *prepared
 	// A read still in flight when run returns would race with the next use
 	// of its buffer.
 	defer func() {
@@ -399,10 +392,10 @@ func (c *conv) run(ctx context.Context, resumed bool) error {
 		ahead = nil
 		if c.opts.Holder == nil {
 			if cur == nil {
-				cur = c.startRead(done)
+				cur = c.prepare(done)
 			}
 			if done+1 < total {
-				ahead = c.startRead(done + 1)
+				ahead = c.prepare(done + 1)
 			}
 		}
 		if err := c.step(done, cur); err != nil {
