@@ -125,6 +125,8 @@ var sides = []side{
 	{cipher: "aes-cbc-essiv:sha256", key: key(32, 4), ss: 512},
 	{cipher: "aes-cbc-plain64", key: key(16, 5), ss: 4096},
 	{cipher: "aes-cbc-plain", key: key(24, 6), ss: 512},
+	{cipher: "aes-xts-plain64", key: key(64, 7), ss: 1024, ivoff: 2},
+	{cipher: "aes-cbc-essiv:sha256", key: key(16, 8), ss: 2048, large: true},
 }
 
 func TestRoundTripEveryPairEveryMode(t *testing.T) {
