@@ -283,3 +283,13 @@ func TestOnlineCLI(t *testing.T) {
 	}
 	t.Logf("%d online conversions through the CLI: VM %v, test %v", len(cases), res.Duration.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 }
+
+// cliConsole names a file for the guest console of one boot when
+// CRYPTSHIFT_VM_CONSOLE_DIR is set, to debug a scenario that hangs.
+func cliConsole(name string) string {
+	dir := os.Getenv("CRYPTSHIFT_VM_CONSOLE_DIR")
+	if dir == "" {
+		return ""
+	}
+	return dir + "/" + name + ".console"
+}
