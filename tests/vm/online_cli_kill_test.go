@@ -19,6 +19,14 @@ var vmKills = flag.Int("vm.kills", 21, "TestOnlineCLIKill: interrupted online co
 // mode none is documented to corrupt).
 var killLanes = []string{"journal", "checksum", "shift"}
 
+// A lane's NAME serves killDataSize bytes converted in killWindow windows:
+// sixty-four window steps of well under a second each, so kills land all
+// over the conversion while each boot stays short.
+const (
+	killDataSize = 8 << 20
+	killWindow   = 128 << 10
+)
+
 // killLib drives one lane through boots: each boot recovers what the kill
 // left with `recover --all` and the table file the script writes, mounts,
 // checks the previous writer's acknowledged fsyncs, the ballast and
@@ -27,16 +35,12 @@ var killLanes = []string{"journal", "checksum", "shift"}
 // (key B to key A, shift back down) on its other metadata slice, so every
 // kill interrupts a conversion however fast the guest runs.
 //
-// A lane's NAME serves 8 MiB in 128 KiB windows: sixty-four window steps
-// of well under a second each, so kills land all over the conversion while
-// each boot stays short.
-//
 // Aux disk of a lane, in sectors: writer log [0, 8192), metadata slices
 // [8192, 16384) and [16384, 24576), the generation at 24576, the ballast
 // checksum at 24584.
-const killLib = `
-DSECT=` + "16384" + `
-KSHIFT=` + "256" + `
+var killLib = `
+DSECT=` + strconv.Itoa(killDataSize/512) + `
+KSHIFT=` + strconv.Itoa(killWindow/512) + `
 lane_vars() { # NAME DEV AUX MODE IDX
 	L=$1 dev=$2 aux=$3 mode=$4 idx=$5
 	g=$(dd if=$aux bs=512 skip=24576 count=1 2>/dev/null | tr -dc 0-9)
@@ -117,7 +121,7 @@ lane_writer() {
 }
 lane_convert() {
 	echo "CONVERT-START $L $(cut -d' ' -f1 /proc/uptime)"
-	stepq $L convert /tmp/conv.$L cryptshift convert --online $L --new-key-file $new --metadata $meta --window 128K --resilience $mode --progress plain $dev
+	stepq $L convert /tmp/conv.$L cryptshift convert --online $L --new-key-file $new --metadata $meta --window ` + strconv.Itoa(killWindow) + ` --resilience $mode --progress plain $dev
 	echo "CONVERT-END $L $(cut -d' ' -f1 /proc/uptime)"
 }
 lane_final() {

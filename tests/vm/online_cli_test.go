@@ -31,10 +31,9 @@ const (
 
 // cliLib is sourced by the guest scripts. Every step prints "RC CASE STEP
 // CODE" so the host asserts on each one and a failure says where it was.
-const cliLib = `
+var cliLib = `
 PLAIN="cryptsetup open --type plain --cipher aes-xts-plain64 --key-size 512"
-DSECT=` + "32768" + `
-WSECT=` + "2048" + `
+DSECT=` + strconv.Itoa(cliDataSize/512) + `
 # step CASE STEP CMD...: run CMD, report its exit status.
 step() { _c=$1 _s=$2; shift 2; "$@"; _r=$?; echo "RC $_c $_s $_r"; return $_r; }
 # stepq CASE STEP FILE CMD...: the same with CMD's output in FILE.
