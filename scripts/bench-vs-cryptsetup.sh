@@ -7,7 +7,8 @@
 #   sudo scripts/bench-vs-cryptsetup.sh [SIZE]     (SIZE default 2G)
 #
 # Environment: DIR (where the images go; default $TMPDIR or /tmp: put it on
-# the disk you care about), REPEAT (default 1: rounds of the whole table).
+# the disk you care about), REPEAT (default 1: rounds of the whole table;
+# with more than one, a table of the medians over the rounds follows).
 # Needs root (to drop the page cache before every timed run), cryptsetup,
 # GNU time and Go; installs the Debian packages it lacks.
 #
@@ -179,4 +180,27 @@ echo "Each run follows an in-place O_DIRECT dd copy of the same range (its 'copy
 echo "cryptshift opens image files without O_DIRECT (its block-device path uses it) and flushes every window."
 printf '%-11s %-22s %9s %9s %7s %7s %10s\n' tool run "run s" "copy s" ratio "cpu s" "peak MiB"
 printf '%s\n' "${rows[@]}"
+if [ "$REPEAT" -gt 1 ]; then
+	# One line per tool and run: the median over the rounds of its ratio and
+	# CPU seconds, the largest peak RSS, and every round's ratio.
+	echo
+	echo "Median over the $REPEAT rounds:"
+	printf '%s\n' "${rows[@]}" | awk '
+	function median(s,    a, n, i, j, t) {
+		n = split(s, a, " ")
+		for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
+		return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
+	}
+	{
+		key = sprintf("%-11s %-22s", $1, $2 " " $3)
+		if (!(key in seen)) { seen[key] = 1; order[++k] = key }
+		ratio[key] = ratio[key] " " $6; cpu[key] = cpu[key] " " $7; rss[key] = ($8 > rss[key] ? $8 : rss[key])
+		all[key] = all[key] (all[key] == "" ? "" : ", ") $6
+	}
+	END {
+		printf "%-11s %-22s %7s %7s %10s  %s\n", "tool", "run", "ratio", "cpu s", "peak MiB", "ratio of each round"
+		for (i = 1; i <= k; i++) printf "%s %7.2f %7.2f %10.1f  %s\n", order[i], median(ratio[order[i]]), median(cpu[order[i]]), rss[order[i]], all[order[i]]
+	}
+	'
+fi
 [ "$cs_ok" = 1 ] || echo "NOTE: no cryptsetup rows: cryptsetup reencrypt does not work on image files on this host (see above)."
