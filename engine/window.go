@@ -46,7 +46,7 @@ func (b *buffers) alloc(n int64) {
 // outside the crash argument. Only the writes, in protect, are ordered.
 type prepared struct {
 	step   uint64
-	old    []byte // old ciphertext, as read
+	old    []byte // old ciphertext, as read (journal mode only)
 	cur    []byte // new ciphertext
 	digest [32]byte
 	hashes []byte // checksum mode: the record payload
@@ -67,14 +67,27 @@ func (c *conv) prepare(j uint64) *prepared {
 		u = c.unit()
 		p.hashes = make([]byte, n/u*hashEntry)
 	}
+	// Only journal mode needs the old ciphertext once transformed (it is
+	// the record's payload); the others read straight into the buffer they
+	// transform, saving a copy of every byte.
+	keepOld := c.h.Mode == header.ModeJournal
+	if !keepOld {
+		p.old = nil
+	}
 	dev, off := c.t.Data, int64(c.h.OldOffset)+start
 	go func() {
 		defer close(p.done)
-		if _, err := dev.ReadAt(p.old, off); err != nil {
+		dst := p.cur
+		if keepOld {
+			dst = p.old
+		}
+		if _, err := dev.ReadAt(dst, off); err != nil {
 			p.err = ioErr(fmt.Sprintf("read window %d", w), err)
 			return
 		}
-		copy(p.cur, p.old)
+		if keepOld {
+			copy(p.cur, p.old)
+		}
 		p.digest = c.transform(p.cur, w, start, j, p.hashes, u)
 	}()
 	return p
