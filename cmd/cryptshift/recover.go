@@ -78,13 +78,22 @@ func recoverOne(c *cli.Context, j recoverJob) error {
 			o = blockdev.Options{Direct: true}
 		}
 	}
+	if j.name != "" {
+		unlock, err := lockName(j.name)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
 	t, cleanup, err := openTarget(j.dev, j.meta, 0, o)
 	if err != nil {
 		return err
 	}
-	defer cleanup(false)
 	res, err := engine.Recover(c.Context, t, j.oldKey, j.newKey,
 		engine.RecoverOptions{AcceptDamage: c.Bool("accept-damage")}, engine.Options{})
+	// Device-mapper cannot claim DEVICE for NAME while it is open
+	// exclusively here; the lock on NAME still keeps other runs out.
+	cleanup(false)
 	if res != nil && res.Damaged != nil && err == nil {
 		fmt.Fprintf(c.App.Writer, "Damaged (accepted): %v\n", res.Damaged)
 	}
