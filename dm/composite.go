@@ -174,17 +174,13 @@ func convertedAt(h *header.Header) span {
 }
 
 func mappingFromHeader(which string, m header.Mapping, key []byte, kcv [32]byte, uuid [16]byte) (sectorcipher.Mapping, error) {
-	spec, err := sectorcipher.ParseSpec(m.Cipher)
+	mm, err := m.WithKey(key)
 	if err != nil {
-		return sectorcipher.Mapping{}, fmt.Errorf("dm: recorded %s cipher: %w", which, err)
-	}
-	if key == nil {
-		key = []byte{}
+		return sectorcipher.Mapping{}, fmt.Errorf("dm: %s: %w", which, err)
 	}
 	if header.KCV(key, uuid) != kcv {
 		return sectorcipher.Mapping{}, fmt.Errorf("dm: the %s key is not the one this conversion was started with", which)
 	}
-	mm := sectorcipher.Mapping{Spec: spec, Key: key, SectorSize: int(m.SectorSize), IVOffset: m.IVOffset, IVLargeSectors: m.IVLargeSectors}
 	if err := mm.Validate(); err != nil {
 		return sectorcipher.Mapping{}, fmt.Errorf("dm: recorded %s mapping: %w", which, err)
 	}

@@ -267,12 +267,11 @@ func authenticate(store *header.Store, peek *header.Header, oldKey, newKey []byt
 }
 
 func mappingOf(m header.Mapping, key []byte) (sectorcipher.Mapping, error) {
-	spec, err := sectorcipher.ParseSpec(m.Cipher)
+	mm, err := m.WithKey(key)
 	if err != nil {
-		return sectorcipher.Mapping{}, fmt.Errorf("%w: recorded cipher: %w", ErrHeader, err)
+		return sectorcipher.Mapping{}, fmt.Errorf("%w: %w", ErrHeader, err)
 	}
-	return sectorcipher.Mapping{Spec: spec, Key: key, SectorSize: int(m.SectorSize),
-		IVOffset: m.IVOffset, IVLargeSectors: m.IVLargeSectors}, nil
+	return mm, nil
 }
 
 // newConv builds the ciphers and the log for an authenticated header.

@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"github.com/klauspost/crc32"
+
+	"github.com/cryptshift/cryptshift/sectorcipher"
 )
 
 // Size is the size of one header copy on disk.
@@ -417,4 +419,18 @@ func VerifyMAC(b []byte, macKey []byte) error {
 		return ErrAuth
 	}
 	return nil
+}
+
+// WithKey is the recorded mapping as the sector ciphers take it, with key
+// (nil for a plaintext side).
+func (m Mapping) WithKey(key []byte) (sectorcipher.Mapping, error) {
+	spec, err := sectorcipher.ParseSpec(m.Cipher)
+	if err != nil {
+		return sectorcipher.Mapping{}, fmt.Errorf("recorded cipher: %w", err)
+	}
+	if key == nil {
+		key = []byte{}
+	}
+	return sectorcipher.Mapping{Spec: spec, Key: key, SectorSize: int(m.SectorSize),
+		IVOffset: m.IVOffset, IVLargeSectors: m.IVLargeSectors}, nil
 }

@@ -33,11 +33,11 @@ type onlineHolder struct {
 }
 
 func (h *onlineHolder) Begin(hd *header.Header, oldKey, newKey []byte) error {
-	om, err := recordedMapping(hd.Old, oldKey)
+	om, err := hd.Old.WithKey(oldKey)
 	if err != nil {
 		return err
 	}
-	nm, err := recordedMapping(hd.New, newKey)
+	nm, err := hd.New.WithKey(newKey)
 	if err != nil {
 		return err
 	}
@@ -71,17 +71,6 @@ func (h *onlineHolder) close() {
 	if h.lockedMu {
 		_ = dm.UnlockMemory()
 	}
-}
-
-func recordedMapping(m header.Mapping, key []byte) (sectorcipher.Mapping, error) {
-	spec, err := sectorcipher.ParseSpec(m.Cipher)
-	if err != nil {
-		return sectorcipher.Mapping{}, err
-	}
-	if key == nil {
-		key = []byte{}
-	}
-	return sectorcipher.Mapping{Spec: spec, Key: key, SectorSize: int(m.SectorSize), IVOffset: m.IVOffset, IVLargeSectors: m.IVLargeSectors}, nil
 }
 
 // onlineTarget opens what an online conversion of NAME over DEVICE works on:
