@@ -79,6 +79,9 @@ func create(t Target, store *header.Store, cfg Config, opts Options) (*conv, err
 	}
 	unit := int64(max(om.SectorSize, nm.SectorSize, align))
 	window := int64(DefaultWindow)
+	if opts.Holder != nil {
+		window = DefaultOnlineWindow
+	}
 	if cfg.Window != 0 {
 		window = cfg.Window
 	}
@@ -114,6 +117,13 @@ func create(t Target, store *header.Store, cfg Config, opts Options) (*conv, err
 		if metaSize < minMetaSize {
 			return nil, fmt.Errorf("%w: metadata device of %d bytes is smaller than %d", ErrDevice, t.Meta.Size(), minMetaSize)
 		}
+	}
+	// A journal log must hold two window records to avoid a checkpoint per
+	// window: with a small metadata area and no --window, take a smaller
+	// window rather than refuse.
+	for cfg.Window == 0 && mode == header.ModeJournal && window > 1<<20 &&
+		2*wal.EncodedLen(int(window)) > metaSize-2*header.Size-alignUp(devSize/window*header.DigestEntrySize, align) {
+		window /= 2
 	}
 	dataLimit := devSize // first byte the data may not reach
 	if t.MetaOnData {

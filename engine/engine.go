@@ -21,9 +21,15 @@ import (
 
 // Defaults for a new conversion.
 const (
-	DefaultWindow   = 4 << 20
-	DefaultMetaSize = 32 << 20
-	minMetaSize     = 1 << 20
+	// DefaultWindow: large enough that the per-window flushes cost little
+	// next to the transfer (8 MiB measured within the speed targets), and
+	// four windows in memory stay far below 64 MiB.
+	DefaultWindow = 8 << 20
+	// DefaultOnlineWindow is smaller: online, I/O to the window waits while
+	// it is converted.
+	DefaultOnlineWindow = 4 << 20
+	DefaultMetaSize     = 32 << 20
+	minMetaSize         = 1 << 20
 )
 
 // Target is where a conversion lives: the data device and the device that

@@ -403,3 +403,29 @@ func TestCompletedConversionRerunAndChain(t *testing.T) {
 		t.Fatal("refused request wrote to the device")
 	}
 }
+
+// TestJournalDefaultWindowFitsTheLog: without --window, journal mode takes
+// a window its log can hold twice; an explicit window that cannot fit is
+// refused, not shrunk behind the user's back.
+func TestJournalDefaultWindowFitsTheLog(t *testing.T) {
+	f := newFixture(t, sides[1], sides[3], 0, 8<<20, 16<<20)
+	cfg := f.config("journal")
+	cfg.Window, cfg.MetaSize = 0, 4<<20
+	before := devHash(f.dev)
+	explicit := cfg
+	explicit.Window = DefaultWindow
+	if _, err := Convert(context.Background(), f.target(), explicit, Options{}); !errors.Is(err, ErrUsage) {
+		t.Fatalf("an explicit window the log cannot hold: want ErrUsage, got %v", err)
+	}
+	if devHash(f.dev) != before {
+		t.Fatal("refused request wrote to the device")
+	}
+	res, err := Convert(context.Background(), f.target(), cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Header.Window >= DefaultWindow || res.Header.Window < 1<<20 {
+		t.Fatalf("default window %d with a 4 MiB metadata area", res.Header.Window)
+	}
+	f.check(t, res.Header)
+}

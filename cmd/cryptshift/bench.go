@@ -66,7 +66,7 @@ func benchCommand(stderr io.Writer) *cli.Command {
 			&cli.StringFlag{Name: "convert", Usage: "image `SIZE` for the conversion benchmark (default: no conversion benchmark)"},
 			&cli.StringFlag{Name: "dir", Usage: "`DIR` to create the image in (default: $TMPDIR or /tmp); put it on the disk you care about"},
 			&cli.StringSliceFlag{Name: "mode", Value: cli.NewStringSlice("journal", "checksum", "shift", "none"), Usage: "resilience `MODE` to time (repeatable; none runs with --force)"},
-			&cli.StringFlag{Name: "window", Usage: "conversion window `SIZE` (default 4M, 1M for images under 256M)"},
+			&cli.StringFlag{Name: "window", Usage: "conversion window `SIZE` (default 8M, 1M for images under 256M)"},
 			&cli.IntFlag{Name: "sector-size", Value: 4096, Usage: "dm-crypt sector size `N` of the image's mapping"},
 			&cli.BoolFlag{Name: "verify", Value: true, Usage: "decrypt and compare the data after every conversion (outside the timing)"},
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON object instead of tables"},

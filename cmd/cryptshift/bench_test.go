@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"github.com/cryptshift/cryptshift/engine"
 	"os"
 	"path/filepath"
 	"slices"
@@ -110,7 +111,7 @@ func TestBenchLayout(t *testing.T) {
 		t.Errorf("16M: meta %d window %d data %d, want 2M, 1M, 13M", meta, win, data)
 	}
 	meta, win, data, err = benchLayout(2<<30, 0, 4096)
-	if err != nil || meta != 32<<20 || win != 4<<20 || data != 2<<30-36<<20 {
+	if err != nil || meta != 32<<20 || win != engine.DefaultWindow || data != 2<<30-32<<20-engine.DefaultWindow {
 		t.Errorf("2G: meta %d window %d data %d err %v", meta, win, data, err)
 	}
 	if _, _, _, err := benchLayout(16<<20, 6000, 4096); err == nil {

@@ -43,7 +43,7 @@ func convertFlags() []cli.Flag {
 		metadataFlag(),
 		&cli.StringFlag{Name: "metadata-size", Value: "32M", Usage: "`SIZE` of the metadata area at the end of DEVICE, or of a --metadata file convert creates"},
 		&cli.StringFlag{Name: "resilience", Usage: "`MODE` protecting each window while it is rewritten: journal, checksum, shift or none (default journal)"},
-		&cli.StringFlag{Name: "window", Usage: "`SIZE` of the unit rewritten at a time (default 4M)"},
+		&cli.StringFlag{Name: "window", Usage: "`SIZE` of the unit rewritten at a time (default 8M, 4M with --online; journal takes less when the metadata area is small)"},
 		&cli.StringFlag{Name: "shift", Usage: "gap `SIZE` by which --resilience shift moves the data (default: one window)"},
 		&cli.BoolFlag{Name: "force", Usage: "do what is otherwise refused (resilience none, data that does not decrypt plausibly)"},
 		progressFlag(),
