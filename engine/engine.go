@@ -11,6 +11,8 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/cryptshift/cryptshift/blockdev"
@@ -183,10 +185,24 @@ func Convert(ctx context.Context, t Target, cfg Config, opts Options) (*Result, 
 			return &Result{Header: c.h, Resumed: resumed}, fmt.Errorf("%w: %w", ErrDevice, err)
 		}
 	}
+	boundMemory(c.h.Window)
 	if err := c.run(ctx, resumed); err != nil {
 		return &Result{Header: c.h, Resumed: resumed}, err
 	}
 	return &Result{Header: c.h, Resumed: resumed}, nil
+}
+
+// boundMemory sets the garbage collector's soft memory limit to what a run
+// needs, four window buffers and some room, unless GOMEMLIMIT says
+// otherwise. With the default GOGC alone the heap may grow to twice the
+// live buffers before a collection, and peak memory would creep up with the
+// device size even though nothing live does. A soft limit never fails an
+// allocation; it only makes the collector run sooner.
+func boundMemory(window uint64) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	debug.SetMemoryLimit(int64(4*window) + 24<<20)
 }
 
 // open authenticates an existing conversion (recovering an interrupted
