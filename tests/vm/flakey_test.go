@@ -33,7 +33,11 @@ dmsetup create lower --table "0 $total linear /dev/vda 0"
 dmsetup create fm --table "0 8192 linear /dev/vdb 8192"
 dmsetup mknodes
 $PLAIN --key-file /etc/vm/keyA --size $DSECT /dev/mapper/lower data
-step f mkfs mkfs.ext4 -q -F /dev/mapper/data
+# 4 KiB blocks, few inodes and no journal keep all of the filesystem's
+# metadata in the first window, which is converted before the fault: a
+# metadata read error would make ext4 record it in its superblock (even
+# mounted read-only), changing window 0 behind the test's back.
+step f mkfs mkfs.ext4 -q -F -b 4096 -N 64 -O ^has_journal /dev/mapper/data
 step f mount mount -t ext4 /dev/mapper/data /mnt
 # Files spread over the whole filesystem.
 i=0
