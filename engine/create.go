@@ -74,6 +74,9 @@ func create(t Target, store *header.Store, cfg Config, opts Options) (*conv, err
 			return nil, fmt.Errorf("%w: --resilience: %w", ErrUsage, err)
 		}
 	}
+	if err := cryptoFits(mode, opts); err != nil {
+		return nil, err
+	}
 	if mode == header.ModeNone && !cfg.Force {
 		return nil, fmt.Errorf("%w: --resilience none keeps no copy of the window being rewritten, so a crash can destroy it; add --force to accept that", ErrRefused)
 	}

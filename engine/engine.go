@@ -110,10 +110,31 @@ type HolderBeginner interface {
 	Begin(h *header.Header, oldKey, newKey []byte) error
 }
 
+// CryptoDevices lets devices that do the crypto themselves carry the data
+// instead of the userspace ciphers: online, private dm-crypt mappings of
+// the data area, so the kernel's crypto engine does the work. The engine
+// still computes the plaintext digests and writes the metadata itself.
+//
+// Only resilience shift and none can use it: journal and checksum records
+// are made of old and new ciphertext, which such devices never show.
+type CryptoDevices interface {
+	// Open is called once, after a HolderBeginner's Begin and before the
+	// first window. Byte 0 of old and new is the data area's first byte:
+	// reads from old return the plaintext as the old mapping decrypts it
+	// from OldOffset; writes to new store plaintext encrypted with the new
+	// mapping at NewOffset, no earlier than the write returns, and are
+	// durable once new's Flush returns. The caller closes both after
+	// Convert returns.
+	Open(h *header.Header, oldKey, newKey []byte) (old, new blockdev.Device, err error)
+}
+
 // Options are how Convert runs, as opposed to what it converts.
 type Options struct {
 	// Holder, when set, makes the conversion online (see Holder).
-	Holder   Holder
+	Holder Holder
+	// Crypto, when set, moves the data through devices that encrypt and
+	// decrypt it (see CryptoDevices) instead of userspace ciphers.
+	Crypto   CryptoDevices
 	Progress func(Progress)
 	Hooks    *Hooks
 	// UUID fixes the conversion identity of a new conversion; tests use it
@@ -148,6 +169,8 @@ type conv struct {
 	buf    buffers
 	// The keys, for a Holder that builds tables (HolderBeginner).
 	oldKey, newKey []byte
+	// plainOld and plainNew are Options.Crypto's devices, once opened.
+	plainOld, plainNew blockdev.Device
 }
 
 func (c *conv) now() int64 {
@@ -184,6 +207,13 @@ func Convert(ctx context.Context, t Target, cfg Config, opts Options) (*Result, 
 		if err := b.Begin(c.h, c.oldKey, c.newKey); err != nil {
 			return &Result{Header: c.h, Resumed: resumed}, fmt.Errorf("%w: %w", ErrDevice, err)
 		}
+	}
+	if opts.Crypto != nil {
+		old, nw, err := opts.Crypto.Open(c.h, c.oldKey, c.newKey)
+		if err != nil {
+			return &Result{Header: c.h, Resumed: resumed}, fmt.Errorf("%w: kernel crypto devices: %w", ErrDevice, err)
+		}
+		c.plainOld, c.plainNew = old, nw
 	}
 	boundMemory(c.h.Window)
 	if err := c.run(ctx, resumed); err != nil {
@@ -337,6 +367,9 @@ func resume(t Target, store *header.Store, peek *header.Header, cfg Config, opts
 	if err := conflicts(h, cfg); err != nil {
 		return nil, err
 	}
+	if err := cryptoFits(h.Mode, opts); err != nil {
+		return nil, err
+	}
 	if uint64(t.Data.Size()) != h.DeviceSize {
 		return nil, fmt.Errorf("%w: device is %d bytes but the conversion was started on one of %d bytes: wrong device?", ErrDevice, t.Data.Size(), h.DeviceSize)
 	}
@@ -399,6 +432,15 @@ func conflicts(h *header.Header, cfg Config) error {
 		return nil
 	}
 	return fmt.Errorf("%w: the conversion in progress was started differently: %s", ErrConflict, joinComma(diffs))
+}
+
+// cryptoFits refuses CryptoDevices for the modes whose records need the
+// ciphertext (see CryptoDevices), before anything is written.
+func cryptoFits(m header.Mode, opts Options) error {
+	if opts.Crypto != nil && m != header.ModeShift && m != header.ModeNone {
+		return fmt.Errorf("%w: kernel crypto needs --resilience shift or none: %s records hold ciphertext, which only userspace crypto sees", ErrUsage, m)
+	}
+	return nil
 }
 
 func joinComma(s []string) string {

@@ -75,6 +75,19 @@ func (c *conv) prepare(j uint64) *prepared {
 		p.old = nil
 	}
 	dev, off := c.t.Data, int64(c.h.OldOffset)+start
+	if c.plainOld != nil {
+		// The crypto device decrypts as it reads; only the digest is ours.
+		po := c.plainOld
+		go func() {
+			defer close(p.done)
+			if _, err := po.ReadAt(p.cur, start); err != nil {
+				p.err = ioErr(fmt.Sprintf("read window %d through the old mapping", w), err)
+				return
+			}
+			p.digest = c.digestPlain(p.cur, w)
+		}()
+		return p
+	}
 	go func() {
 		defer close(p.done)
 		dst := p.cur
@@ -165,6 +178,15 @@ func (c *conv) plainDigest(buf []byte, w uint64, start int64, ci sectorcipher.Ci
 	return combine(sums)
 }
 
+// digestPlain returns the window digest of window w's plaintext buf.
+func (c *conv) digestPlain(buf []byte, w uint64) [32]byte {
+	sums := make([][16]byte, (len(buf)+chunk-1)/chunk)
+	parallel(int64(len(buf)), func(off, end int64) {
+		sums[off/chunk] = c.sum.Sum(header.SumWindowChunk, w, uint32(off/chunk), buf[off:end])
+	})
+	return combine(sums)
+}
+
 // transform converts buf (window w at logical byte start, processing step
 // j) in place from old to new ciphertext and returns the window digest of
 // the plaintext. With hashes non-nil (checksum mode, units of u bytes) it
@@ -216,7 +238,11 @@ func (c *conv) readDigest(w uint64) ([header.DigestEntrySize]byte, error) {
 // writeWindow writes a converted window and its digest entry; the caller
 // flushes both together.
 func (c *conv) writeWindow(w uint64, start int64, buf []byte, digest [32]byte) error {
-	if _, err := c.t.Data.WriteAt(buf, int64(c.h.NewOffset)+start); err != nil {
+	dev, off := c.t.Data, int64(c.h.NewOffset)+start
+	if c.plainNew != nil {
+		dev, off = c.plainNew, start // buf is plaintext; dev encrypts it
+	}
+	if _, err := dev.WriteAt(buf, off); err != nil {
 		return ioErr(fmt.Sprintf("write window %d", w), err)
 	}
 	e := header.DigestEntry(c.macKey, w, digest)
@@ -229,6 +255,15 @@ func (c *conv) writeWindow(w uint64, start int64, buf []byte, digest [32]byte) e
 // flushData makes window data and digest entries durable: one flush when
 // data and metadata share a device, both otherwise.
 func (c *conv) flushData(point string) error {
+	if c.plainNew != nil {
+		// The window went through the crypto device, the digest entry
+		// straight to Meta: flush both, even when they share a disk, so
+		// that neither flush's reach beyond its own device is assumed.
+		if err := c.flush(c.plainNew, point); err != nil {
+			return err
+		}
+		return c.flush(c.t.Meta, point+"-meta")
+	}
 	if err := c.flush(c.t.Data, point); err != nil {
 		return err
 	}

@@ -75,6 +75,18 @@ func scenarios() []scenario {
 		sc.online = true
 		s = append(s, sc)
 	}
+	// Kernel crypto (engine.CryptoDevices), online and off, both shift
+	// directions, a plaintext side, metadata on either disk.
+	for _, sc := range []scenario{
+		base("shift", xts512, xts4096, false, false),
+		base("shift", essiv512, plain512, true, true),
+		base("none", plain512, xts512, false, false),
+		base("shift", xts4096, xts512, true, false),
+	} {
+		sc.kernel = true
+		sc.online = sc.mode == "none" || sc.up || !sc.sepMeta
+		s = append(s, sc)
+	}
 	if *long {
 		// Every pair of the sides in every mode and layout.
 		sides := []sideSpec{plain512, xts512, xts4096, essiv512, cbc4096}
@@ -87,6 +99,7 @@ func scenarios() []scenario {
 					sc := base(mode, old, nw, (i+j)%2 == 1, mode == "shift" && (i+2*j)%3 == 0)
 					sc.name = "long"
 					sc.online = (i+j+len(mode))%3 == 0
+					sc.kernel = (mode == "shift" || mode == "none") && (i+j)%2 == 0
 					s = append(s, sc)
 				}
 			}

@@ -81,6 +81,7 @@ type scenario struct {
 	windows int   // full windows; a short one of tail bytes follows
 	tail    int64
 	online  bool // an application writes between windows (app_test.go)
+	kernel  bool // the data goes through simulated dm-crypt mappings (engine.CryptoDevices)
 }
 
 func (sc scenario) String() string {
@@ -97,6 +98,9 @@ func (sc scenario) String() string {
 	}
 	if sc.online {
 		s += "/online"
+	}
+	if sc.kernel {
+		s += "/kernelcrypto"
 	}
 	if sc.name != "" {
 		s += "/" + sc.name
@@ -206,6 +210,16 @@ func (f *fixture) domainTarget(imgs [][]byte) (*Domain, engine.Target) {
 
 func (f *fixture) options(h engine.Holder, hooks *engine.Hooks) engine.Options {
 	return engine.Options{UUID: testUUID, Now: testNow, Holder: h, Hooks: hooks}
+}
+
+// convertOptions are options for engine.Convert on tgt: with the scenario's
+// simulated kernel crypto devices over tgt's data disk when it has them.
+func (f *fixture) convertOptions(tgt engine.Target, h engine.Holder, hooks *engine.Hooks) engine.Options {
+	o := f.options(h, hooks)
+	if f.sc.kernel {
+		o.Crypto = simCryptoDevices{data: tgt.Data}
+	}
+	return o
 }
 
 // stepOf is the processing step that converts window w.

@@ -67,7 +67,7 @@ func record(t testing.TB, f *fixture, hooks *engine.Hooks) *run {
 		r.app = newAppWriter(f, dom, tgt)
 		h = r.app
 	}
-	opts := f.options(h, hooks)
+	opts := f.convertOptions(tgt, h, hooks)
 	opts.Progress = func(p engine.Progress) {
 		for uint64(len(r.marks)) <= p.Done {
 			r.marks = append(r.marks, dom.Ops())
@@ -380,7 +380,7 @@ func (c *checker) checkState(imgs [][]byte, e expect, state string) {
 	if e.shorn {
 		snap = c.snapshot(imgs)
 	}
-	cres, err := engine.Convert(context.Background(), tgt, f.cfg, f.options(h, nil))
+	cres, err := engine.Convert(context.Background(), tgt, f.cfg, f.convertOptions(tgt, h, nil))
 	c.count(1)
 	switch {
 	case err == nil:

@@ -39,13 +39,14 @@ func TestIOErrorsStopAndRecover(t *testing.T) {
 		base("shift", plain512, xts512, false, true),
 		base("shift", xts4096, plain512, true, false),
 		base("none", xts512, plain512, false, false),
+		kernelCrypto(base("shift", xts512, xts4096, true, false)),
 	} {
 		t.Run(sc.String(), func(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t, sc)
 			// A clean run counts the calls of each kind on each disk.
 			dom, tgt := f.domainTarget(f.images())
-			if _, err := engine.Convert(context.Background(), tgt, f.cfg, f.options(nil, nil)); err != nil {
+			if _, err := engine.Convert(context.Background(), tgt, f.cfg, f.convertOptions(tgt, nil, nil)); err != nil {
 				t.Fatal(err)
 			}
 			c := newChecker(f)
@@ -87,7 +88,7 @@ func (c *checker) ioRun(t *testing.T, di int, fk ioFault, n int) {
 	disks := dom.Disks()
 	fk.arm(disks[di], n)
 	var marks []int
-	opts := f.options(nil, nil)
+	opts := f.convertOptions(tgt, nil, nil)
 	opts.Progress = func(p engine.Progress) {
 		for uint64(len(marks)) <= p.Done {
 			marks = append(marks, dom.Ops())
@@ -109,4 +110,9 @@ func (c *checker) ioRun(t *testing.T, di int, fk ioFault, n int) {
 		e.extra = 1
 	}
 	c.check(imgs, e, desc+": "+err.Error())
+}
+
+func kernelCrypto(sc scenario) scenario {
+	sc.kernel = true
+	return sc
 }

@@ -18,6 +18,10 @@ func TestMutationDroppedFlushIsCaught(t *testing.T) {
 	// Separate metadata: the application's flush of the data disk would
 	// otherwise make the progress record durable too.
 	online.sepMeta, online.online = true, true
+	// Through the simulated kernel crypto devices, with the metadata on its
+	// own disk so the progress record's flush cannot stand in for the data's.
+	kernel := small("shift", xts512, xts4096)
+	kernel.sepMeta, kernel.kernel = true, true
 	for _, tc := range []struct {
 		point string
 		sc    scenario
@@ -30,6 +34,7 @@ func TestMutationDroppedFlushIsCaught(t *testing.T) {
 		{"window-data", small("shift", xts4096, plain512)},
 		{"window-data", small("none", xts512, xts512b)},
 		{"online-commit", online},
+		{"window-data", kernel},
 	} {
 		t.Run(tc.point+"/"+tc.sc.String(), func(t *testing.T) {
 			t.Parallel()
