@@ -46,10 +46,7 @@ func (c *cbcEngine) decryptSector(b []byte, s *scratch) {
 	n := len(b)
 	ct := s.buf[:n:n]
 	copy(ct, b)
-	for i := 0; i+16 <= n; i += 16 {
-		blk := b[i : i+16 : i+16]
-		c.b.Decrypt(blk, blk)
-	}
+	decryptBlocks(c.b, b)
 	subtle.XORBytes(b[:16], b[:16], s.iv[:])
 	subtle.XORBytes(b[16:], b[16:], ct[:n-16])
 }
