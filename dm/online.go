@@ -145,7 +145,7 @@ func newOnline(ctl control, cfg OnlineConfig) (*Online, error) {
 		o.logf = func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
 	}
 	o.holds = holdNames(cfg.Name)
-	if err := o.clearStaleHolds(); err != nil {
+	if err := o.clearStale(o.holds[:]); err != nil {
 		return nil, err
 	}
 	return o, nil
@@ -164,10 +164,11 @@ func holdNames(name string) [2]string {
 	return h
 }
 
-// clearStaleHolds removes hold devices an earlier run left behind. Name
-// does not route to them (checked above), so they serve nothing.
-func (o *Online) clearStaleHolds() error {
-	for _, h := range o.holds {
+// clearStale removes hold or kernel crypto devices an earlier run left
+// behind. Name does not route to them (checked above for hold devices;
+// never for the others), so they serve nothing.
+func (o *Online) clearStale(names []string) error {
+	for _, h := range names {
 		inf, err := o.ctl.info(h)
 		if err != nil {
 			return err

@@ -98,11 +98,24 @@ func reactivate(ctl control, name string, h *header.Header, keys Keys, device st
 			return fmt.Errorf("dm: reactivate %s: remove %s: %w", name, hd, err)
 		}
 	}
+	// A run with kernel crypto also leaves its private devices; they serve
+	// nothing, and a dead process no longer holds them open.
+	for _, cd := range cryptoNames(name) {
+		inf, err := ctl.info(cd)
+		if err != nil {
+			return err
+		}
+		if inf.Exists && inf.OpenCount == 0 {
+			if err := ctl.remove(cd); err != nil {
+				return fmt.Errorf("dm: reactivate %s: remove %s: %w", name, cd, err)
+			}
+		}
+	}
 	return nil
 }
 
 // IsHoldDevice reports whether a device name is one of cryptshift's hold
-// devices, for listings and audits.
+// or private kernel crypto devices, for listings and audits.
 func IsHoldDevice(name string) bool {
-	return strings.HasPrefix(name, holdPrefix) && strings.Contains(name, "-hold")
+	return strings.HasPrefix(name, holdPrefix) && (strings.Contains(name, "-hold") || strings.Contains(name, "-crypt-"))
 }

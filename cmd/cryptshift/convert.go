@@ -72,6 +72,17 @@ func convertAction(c *cli.Context, stderr io.Writer) error {
 	if c.IsSet("new-like") && name == "" {
 		return usageErr("--new-like needs --online")
 	}
+	kernelCrypto := false
+	switch c.String("crypto") {
+	case "userspace":
+	case "kernel":
+		if name == "" {
+			return usageErr("--crypto kernel needs --online: offline there is no device-mapper device to do the crypto")
+		}
+		kernelCrypto = true
+	default:
+		return usageErr("--crypto %q: must be userspace or kernel", c.String("crypto"))
+	}
 	var t engine.Target
 	var cleanup func(bool)
 	var holder *onlineHolder
@@ -97,6 +108,9 @@ func convertAction(c *cli.Context, stderr io.Writer) error {
 	opts := engine.Options{Progress: m.Update}
 	if holder != nil {
 		opts.Holder = holder
+		if kernelCrypto {
+			opts.Crypto = holder
+		}
 	}
 	if n, err := strconv.ParseUint(os.Getenv(testInterruptEnv), 10, 64); err == nil {
 		opts.Hooks = &engine.Hooks{AfterWindow: selfInterrupt(in, n)}
@@ -110,6 +124,9 @@ func convertAction(c *cli.Context, stderr io.Writer) error {
 		}}
 	}
 	res, err := runConvert(in.ctx, t, cfg, opts, m)
+	if holder != nil {
+		holder.closeCrypto(stderr)
+	}
 	// A metadata file that never received a header (refused, wrong key)
 	// is removed, so that retrying with corrected flags starts clean.
 	cleanup(err != nil && !errors.Is(err, engine.ErrPaused) && !hasHeader(t.Meta))

@@ -30,6 +30,36 @@ type onlineHolder struct {
 	logf     func(string, ...any)
 	o        *dm.Online
 	lockedMu bool
+	kc       *dm.KernelCrypto // --crypto kernel, once opened
+}
+
+// Open implements engine.CryptoDevices for --crypto kernel: the private
+// dm-crypt devices of the data area, built from the same layout as the
+// holder's tables (so Begin must have run).
+func (h *onlineHolder) Open(hd *header.Header, oldKey, newKey []byte) (blockdev.Device, blockdev.Device, error) {
+	if h.o == nil {
+		return nil, nil, errors.New("kernel crypto before the online holder began")
+	}
+	kc, err := h.o.KernelCrypto()
+	if err != nil {
+		return nil, nil, err
+	}
+	h.kc = kc
+	n := kc.Names()
+	h.logf("cryptshift: the kernel does the crypto: windows are read through %s and written through %s", n[0], n[1])
+	old, nw := kc.Devices()
+	return old, nw, nil
+}
+
+// closeCrypto removes the private devices of --crypto kernel.
+func (h *onlineHolder) closeCrypto(stderr io.Writer) {
+	if h.kc == nil {
+		return
+	}
+	if err := h.kc.Close(); err != nil {
+		fmt.Fprintf(stderr, "cryptshift: warning: removing the kernel crypto devices: %v\n", err)
+	}
+	h.kc = nil
 }
 
 func (h *onlineHolder) Begin(hd *header.Header, oldKey, newKey []byte) error {
@@ -255,6 +285,7 @@ func printStalls(w io.Writer, stats []dm.WindowStat) {
 func onlineFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "online", Usage: "convert while device-mapper device `NAME` serves DEVICE's data (and may be mounted); its live table gives the old mapping"},
+		&cli.StringFlag{Name: "crypto", Value: "userspace", Usage: "with --online: `ENGINE` that encrypts and decrypts: userspace (cryptshift's own ciphers) or kernel (private dm-crypt devices; --resilience shift or none only)"},
 		&cli.StringFlag{Name: "new-like", Usage: "with --online: take the new mapping from the live table of device-mapper device `DEST` over DEVICE; DEST is removed at the end"},
 	}
 }

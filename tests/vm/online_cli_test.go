@@ -143,6 +143,8 @@ type cliCase struct {
 	name string
 	mode string // journal, checksum, shift, none
 	kind string // plain (key A -> key B), linear (plaintext -> key B), newlike (key A -> DEST's key B)
+	// crypto is --crypto's value; "" leaves the default (userspace).
+	crypto string
 }
 
 // fullCaseScript converts case c (data on dev, slices in slot of aux) to the
@@ -161,6 +163,9 @@ func fullCaseScript(c cliCase, dev, aux string, slot int) string {
 		args = append(args, "--resilience", "none", "--force")
 	default:
 		args = append(args, "--resilience", c.mode)
+	}
+	if c.crypto != "" {
+		args = append(args, "--crypto", c.crypto)
 	}
 	open := fmt.Sprintf("$PLAIN --key-file /etc/vm/keyA --size $DSECT %s %s", dev, c.name)
 	verifyKeys := "--old-key-file /etc/vm/keyA --new-key-file /etc/vm/keyB"
@@ -204,6 +209,7 @@ cat /tmp/writer.%[1]s /tmp/reader.%[1]s
 step %[1]s umount umount /mnt
 stepq %[1]s fsck-live /tmp/fsck.%[1]s e2fsck -fn /dev/mapper/%[1]s || show %[1]s FSCK /tmp/fsck.%[1]s
 echo "TARGETS %[1]s $(dmsetup table %[1]s | wc -l)"
+echo "PRIVATE-LEFT %[1]s $(dmsetup ls | grep -c -- -crypt-)"
 step %[1]s showkeys sh -c "dmsetup table --showkeys %[1]s | grep -q $(cat /etc/vm/keyB.hex)"
 dmsetup info %[1]snew > /dev/null 2>&1; echo "RC %[1]s dest-left $?"
 step %[1]s remove dmsetup remove %[1]s
@@ -225,12 +231,15 @@ cryptsetup close %[1]sf
 func TestOnlineCLI(t *testing.T) {
 	start := time.Now()
 	cases := []cliCase{
-		{"journal", "journal", "plain"},
-		{"checksum", "checksum", "plain"},
-		{"shift", "shift", "plain"},
-		{"none", "none", "plain"},
-		{"linear", "journal", "linear"},
-		{"newlike", "journal", "newlike"},
+		{"journal", "journal", "plain", ""},
+		{"checksum", "checksum", "plain", ""},
+		{"shift", "shift", "plain", ""},
+		{"none", "none", "plain", ""},
+		{"linear", "journal", "linear", ""},
+		{"newlike", "journal", "newlike", ""},
+		// The kernel as the crypto engine (private dm-crypt devices).
+		{"kshift", "shift", "plain", "kernel"},
+		{"klinear", "none", "linear", "kernel"},
 	}
 	files, _, _ := cliKeys()
 	var disks []string
@@ -263,6 +272,15 @@ func TestOnlineCLI(t *testing.T) {
 		}
 		if m := regexp.MustCompile(`(?m)^TARGETS ` + c.name + ` (\d+)$`).FindStringSubmatch(res.Console); m == nil || m[1] != "1" {
 			t.Errorf("%s: the live table does not have exactly one target at the end: %v", c.name, m)
+			ok = false
+		}
+		if m := regexp.MustCompile(`(?m)^PRIVATE-LEFT ` + c.name + ` (\d+)$`).FindStringSubmatch(res.Console); m == nil || m[1] != "0" {
+			t.Errorf("%s: kernel crypto devices left behind: %v", c.name, m)
+			ok = false
+		}
+		usedKernel := strings.Contains(strings.Join(taggedLines(res.Console, "OUT", c.name), "\n"), "the kernel does the crypto")
+		if usedKernel != (c.crypto == "kernel") {
+			t.Errorf("%s: --crypto %q, yet the kernel did the crypto: %v", c.name, c.crypto, usedKernel)
 			ok = false
 		}
 		if c.kind == "newlike" && wantRC(t, got, c.name, "dest-left", 1) {
