@@ -191,6 +191,17 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal("a refused conversion changed the image")
 	}
 
+	// Kernel crypto exists only online, and the engine must be one of two.
+	for _, bad := range [][]string{{"--crypto", "kernel", "--resilience", "shift"}, {"--crypto", "gpu"}} {
+		r := c.must(exitUsage, nil, convert(oldKey, newKey, bad...)...)
+		if !strings.Contains(r.stderr, "--crypto") {
+			t.Errorf("%v: the error does not name --crypto: %q", bad, r.stderr)
+		}
+	}
+	if hashFile(t, img) != before {
+		t.Fatal("a refused conversion changed the image")
+	}
+
 	// Someone else holding the image: exit 4, nothing written.
 	f, err := os.Open(img)
 	if err != nil {
