@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cryptshift/cryptshift/blockdev"
@@ -14,9 +15,10 @@ import (
 // memCrypto is CryptoDevices over a Mem: what a dm-crypt mapping does,
 // done here, and counting what went through it.
 type memCrypto struct {
-	dev          blockdev.Device
-	opened       int
-	reads, write int64
+	dev    blockdev.Device
+	opened int
+	// Read ahead runs concurrently with the write of the previous window.
+	reads, write atomic.Int64
 }
 
 func (m *memCrypto) Open(h *header.Header, oldKey, newKey []byte) (blockdev.Device, blockdev.Device, error) {
@@ -53,7 +55,7 @@ func (d *memCrypt) ReadAt(p []byte, off int64) (int, error) {
 	}
 	n, err := d.dev.ReadAt(p, d.base+off)
 	d.c.Decrypt(p, uint64(off)/512)
-	d.m.reads += int64(n)
+	d.m.reads.Add(int64(n))
 	return n, err
 }
 
@@ -63,7 +65,7 @@ func (d *memCrypt) WriteAt(p []byte, off int64) (int, error) {
 	}
 	ct := append([]byte(nil), p...)
 	d.c.Encrypt(ct, uint64(off)/512)
-	d.m.write += int64(len(p))
+	d.m.write.Add(int64(len(p)))
 	return d.dev.WriteAt(ct, d.base+off)
 }
 
@@ -91,8 +93,8 @@ func TestCryptoDevicesCarryTheData(t *testing.T) {
 					t.Fatal(err)
 				}
 				f.check(t, res.Header)
-				if mc.opened != 1 || mc.reads != f.dataSize || mc.write != f.dataSize {
-					t.Fatalf("crypto devices opened %d times, read %d and wrote %d bytes of %d", mc.opened, mc.reads, mc.write, f.dataSize)
+				if mc.opened != 1 || mc.reads.Load() != f.dataSize || mc.write.Load() != f.dataSize {
+					t.Fatalf("crypto devices opened %d times, read %d and wrote %d bytes of %d", mc.opened, mc.reads.Load(), mc.write.Load(), f.dataSize)
 				}
 				// The digests the engine recorded from the plaintext it saw
 				// must be those of the data now on disk.
