@@ -8,7 +8,7 @@ import (
 )
 
 // Opened is an authenticated, read-only view of a recorded conversion, for
-// audits (package fsck). It never writes.
+// audits (package fsck). It writes only in RepairHeader.
 type Opened struct{ c *conv }
 
 // OpenRecorded authenticates the conversion recorded on t with the keys.
@@ -74,14 +74,46 @@ func (o *Opened) CheckWindow(w uint64) (DigestState, error) {
 	return DigestMatch, nil
 }
 
-// RepairHeader rewrites both header copies from the authenticated one.
-func (o *Opened) RepairHeader() error {
+// RepairHeader rewrites the header copy that is damaged, altered or stale
+// (older than the newest) from the authenticated newest copy, and returns
+// the slot it rewrote, or -1 when both copies already hold the current
+// header and nothing was written. It is one header.Store.Commit: it writes
+// the other slot than the authenticated copy's, with the next sequence
+// number, then flushes. The authenticated copy is never written, so a crash
+// or a torn write during the repair leaves it readable as it was
+// (docs/DESIGN.md, "Repairing a header copy").
+func (o *Opened) RepairHeader() (int, error) {
+	s := o.c.store
+	good := -1
+	for i, c := range s.Copies {
+		if o.CopyAuthentic(i) && *c.Header == *o.c.h {
+			good = i
+		}
+	}
+	if good < 0 {
+		return -1, fmt.Errorf("%w: repair header: no copy holds the authenticated header", ErrHeader)
+	}
+	bad := 1 - good
+	if o.CopyAuthentic(bad) && sameApartFromSeq(s.Copies[bad].Header, o.c.h) {
+		return -1, nil
+	}
+	// Commit writes the slot not holding the newest authenticated copy
+	// (Current found it when the conversion was opened): the damaged one.
+	if next := s.NextSlot(); next != bad {
+		return -1, fmt.Errorf("%w: repair header: the next commit would overwrite copy %d, the authenticated one", ErrHeader, next)
+	}
 	h := *o.c.h
-	if err := o.c.store.CommitBoth(&h, o.c.macKey); err != nil {
-		return ioErr("repair header", err)
+	if err := s.Commit(&h, o.c.macKey); err != nil {
+		return -1, ioErr("repair header", err)
 	}
 	o.c.h = &h
-	return nil
+	return bad, nil
+}
+
+func sameApartFromSeq(a, b *header.Header) bool {
+	x, y := *a, *b
+	x.Seq, y.Seq = 0, 0
+	return x == y
 }
 
 // CopyAuthentic reports whether header copy i decodes and carries a valid

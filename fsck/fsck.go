@@ -7,6 +7,7 @@ package fsck
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/cryptshift/cryptshift/dm"
@@ -33,7 +34,11 @@ type Options struct {
 	// Data reads every converted window back and compares it with its
 	// recorded digest.
 	Data bool
-	// Repair rewrites a damaged or stale header copy from the valid one.
+	// Repair rewrites a header copy that is unreadable, fails
+	// authentication or holds an older state, from the authenticated copy
+	// (engine.Opened.RepairHeader: that copy's slot only, then a flush).
+	// Nothing is written when both copies hold the current header, and
+	// nothing when neither is authentic (Audit then fails before it looks).
 	Repair bool
 	// LiveName, when set, is the device-mapper device serving the data: its
 	// live table is compared with the one the recorded progress calls for.
@@ -48,6 +53,7 @@ type Report struct {
 	Checked    uint64 // windows compared with their digest
 	Changed    []uint64
 	Unrecorded []uint64
+	Repaired   []int // header copies Repair rewrote (at most one)
 }
 
 // Clean reports whether the audit found nothing worse than information.
@@ -90,25 +96,30 @@ func Audit(ctx context.Context, t engine.Target, oldKey, newKey []byte, o Option
 	r.add(Info, "keys match their key check values; header authenticated")
 
 	copies := op.Copies()
-	damaged := false
+	var copyFindings []int // indexes in r.Findings, dropped once repaired
 	for i, c := range copies {
 		switch {
 		case c.Err != nil:
-			damaged = true
-			r.add(Warning, "header copy %d is unreadable (%v); the other copy is valid", i, c.Err)
+			copyFindings = append(copyFindings, len(r.Findings))
+			r.add(Warning, "header copy %d is unreadable (%v); the other copy is valid: `cryptshift verify --repair` rewrites it", i, c.Err)
 		case !op.CopyAuthentic(i):
-			damaged = true
-			r.add(Error, "header copy %d (seq %d) fails authentication: it was altered", i, c.Header.Seq)
+			copyFindings = append(copyFindings, len(r.Findings))
+			r.add(Error, "header copy %d (seq %d) fails authentication: it was altered; the other copy is valid: `cryptshift verify --repair` rewrites it", i, c.Header.Seq)
 		case !sameApartFromSeq(c.Header, h):
-			r.add(Info, "header copy %d holds an older state (seq %d, newest %d): a commit was interrupted; the next commit rewrites it", i, c.Header.Seq, h.Seq)
+			copyFindings = append(copyFindings, len(r.Findings))
+			r.add(Info, "header copy %d holds an older state (seq %d, newest %d): a commit was interrupted; the next commit (or `verify --repair`) rewrites it", i, c.Header.Seq, h.Seq)
 		}
 	}
-	if damaged && o.Repair {
-		if err := op.RepairHeader(); err != nil {
+	if o.Repair && len(copyFindings) > 0 {
+		slot, err := op.RepairHeader()
+		if err != nil {
 			return r, err
 		}
-		r.add(Info, "rewrote both header copies from the valid one")
-		r.Findings = dropDamage(r.Findings)
+		if slot >= 0 {
+			r.Repaired = append(r.Repaired, slot)
+			r.Findings = dropIndexes(r.Findings, copyFindings)
+			r.add(Info, "repaired: rewrote header copy %d from the authenticated copy %d (now seq %d), and flushed", slot, 1-slot, op.Header().Seq)
+		}
 	}
 
 	if uint64(t.Data.Size()) != h.DeviceSize {
@@ -187,10 +198,10 @@ func sameApartFromSeq(a, b *header.Header) bool {
 	return x == y
 }
 
-func dropDamage(fs []Finding) []Finding {
+func dropIndexes(fs []Finding, drop []int) []Finding {
 	out := fs[:0]
-	for _, f := range fs {
-		if !strings.HasPrefix(f.What, "header copy") {
+	for i, f := range fs {
+		if !slices.Contains(drop, i) {
 			out = append(out, f)
 		}
 	}

@@ -109,17 +109,12 @@ func (s *Store) Commit(h *Header, macKey []byte) error {
 	if err := h.Check(); err != nil {
 		return fmt.Errorf("commit header: %w", err)
 	}
-	target := 0
+	target := s.NextSlot()
 	var maxSeq uint64
 	for _, c := range s.Copies {
 		if c.Err == nil && c.Header.Seq >= maxSeq {
 			maxSeq = c.Header.Seq
 		}
-	}
-	if s.newest >= 0 {
-		target = 1 - s.newest
-	} else if s.Copies[0].Err == nil && (s.Copies[1].Err != nil || s.Copies[0].Header.Seq >= s.Copies[1].Header.Seq) {
-		target = 1
 	}
 	if h.Seq <= maxSeq {
 		h.Seq = maxSeq + 1
@@ -140,9 +135,23 @@ func (s *Store) Commit(h *Header, macKey []byte) error {
 	return nil
 }
 
+// NextSlot is the slot the next Commit writes: the one not holding the
+// newest valid copy (as Current found it, or by sequence number alone when
+// Current was not called).
+func (s *Store) NextSlot() int {
+	if s.newest >= 0 {
+		return 1 - s.newest
+	}
+	if s.Copies[0].Err == nil && (s.Copies[1].Err != nil || s.Copies[0].Header.Seq >= s.Copies[1].Header.Seq) {
+		return 1
+	}
+	return 0
+}
+
 // CommitBoth commits h and then a second time, so that both slots hold a
-// valid copy: used when a conversion starts and when a damaged copy is
-// repaired.
+// valid copy: used when a conversion starts and at every checkpoint.
+// Repairing one damaged copy needs a single Commit, which writes that copy
+// only (engine.Opened.RepairHeader).
 func (s *Store) CommitBoth(h *Header, macKey []byte) error {
 	if err := s.Commit(h, macKey); err != nil {
 		return err

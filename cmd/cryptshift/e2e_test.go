@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"os"
 	"os/exec"
@@ -454,4 +455,108 @@ func TestEndToEndDemo(t *testing.T) {
 		t.Errorf("demo left files behind: %v %v", left, err)
 	}
 	c.must(2, nil, "demo", "--size", "1M", "--dir", dir)
+}
+
+// flipHeaderByte returns the image at path with one byte inside header copy
+// slot flipped (copy 0 is the last 4 KiB of the image, copy 1 the 4 KiB
+// below: the metadata is at the end of the device).
+func flipHeaderByte(t *testing.T, path string, slot int) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)-(slot+1)*headerSize+200] ^= 0xff
+	return b
+}
+
+// TestEndToEndVerifyRepair damages one header copy of a paused conversion:
+// verify reports it (exit 9) and writes nothing, verify --repair rewrites it
+// (exit 0), and the conversion then resumes and finishes. With both copies
+// damaged, --repair has nothing authentic to repair from: exit 5, nothing
+// written.
+func TestEndToEndVerifyRepair(t *testing.T) {
+	c := buildCLI(t)
+	oldKey, newKey := c.file("old.key", testKey(8)), c.file("new.key", testKey(9))
+	img, plain := c.makeImage("disk.img", e2eImage, e2eData, testKey(8))
+	args := []string{"convert", "--old-key-file", oldKey, "--new-key-file", newKey,
+		"--metadata-size", "2M", "--window", "1M", "--progress", "none", img}
+	c.must(exitPaused, []string{testInterruptEnv + "=3"}, args...)
+	verify := func(extra ...string) []string {
+		return append(append([]string{"verify", "--old-key-file", oldKey, "--new-key-file", newKey}, extra...), img)
+	}
+
+	for _, damaged := range []int{0, 1} {
+		c.file("disk.img", flipHeaderByte(t, img, damaged))
+		before := hashFile(t, img)
+		r := c.must(exitDamaged, nil, verify("--data")...)
+		if !strings.Contains(r.stdout, fmt.Sprintf("header copy %d is unreadable", damaged)) || !strings.Contains(r.stdout, "verify --repair") {
+			t.Errorf("verify of a damaged copy %d:\n%s", damaged, r.stdout)
+		}
+		if hashFile(t, img) != before {
+			t.Fatal("verify without --repair changed the image")
+		}
+		c.must(exitUsage, nil, verify("--repair", "--online", "data")...)
+		if hashFile(t, img) != before {
+			t.Fatal("a refused verify --repair changed the image")
+		}
+		r = c.must(exitOK, nil, verify("--repair", "--data")...)
+		if !strings.Contains(r.stdout, fmt.Sprintf("%s: repaired header copy %d from the authenticated copy %d\n", img, damaged, 1-damaged)) ||
+			!strings.HasSuffix(r.stdout, img+": clean\n") {
+			t.Errorf("verify --repair of copy %d:\n%s", damaged, r.stdout)
+		}
+		repaired := hashFile(t, img)
+		r = c.must(exitOK, nil, verify("--data")...)
+		if strings.Contains(r.stdout, "header copy") || strings.Contains(r.stdout, "repaired") {
+			t.Errorf("verify after the repair of copy %d:\n%s", damaged, r.stdout)
+		}
+		r = c.must(exitOK, nil, verify("--repair")...)
+		if strings.Contains(r.stdout, "repaired") || hashFile(t, img) != repaired {
+			t.Errorf("verify --repair of a healthy header wrote:\n%s", r.stdout)
+		}
+		r = c.must(exitOK, nil, "status", img)
+		if !strings.Contains(r.stdout, "Header 0:    ok\n") || !strings.Contains(r.stdout, "Header 1:    ok\n") {
+			t.Errorf("status after the repair of copy %d:\n%s", damaged, r.stdout)
+		}
+	}
+
+	// One copy altered without the keys (progress forged, crc fixed up):
+	// it fails authentication, and --repair rewrites it from the other.
+	b, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := b[len(b)-headerSize:]
+	binary.LittleEndian.PutUint64(h[headerDone:], e2eWindows-1)
+	binary.LittleEndian.PutUint32(h[headerCRC:], crc32.Checksum(h[:headerCRC], crc32.MakeTable(crc32.Castagnoli)))
+	c.file("disk.img", b)
+	r := c.must(exitDamaged, nil, verify()...)
+	if !strings.Contains(r.stdout, "header copy 0 (seq ") || !strings.Contains(r.stdout, "fails authentication") {
+		t.Errorf("verify of an altered copy:\n%s", r.stdout)
+	}
+	r = c.must(exitOK, nil, verify("--repair")...)
+	if !strings.Contains(r.stdout, "repaired header copy 0") {
+		t.Errorf("verify --repair of an altered copy:\n%s", r.stdout)
+	}
+	r = c.must(exitOK, nil, "status", "--json", img)
+	var st statusReport
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || st.WindowsDone != interruptAt || st.State != "paused" {
+		t.Errorf("status after repairing an altered copy: %v %+v", err, st)
+	}
+
+	// Both copies damaged: nothing authentic to repair from.
+	both := c.file("both.img", flipHeaderByte(t, img, 0))
+	c.file("both.img", flipHeaderByte(t, both, 1))
+	bothHash := hashFile(t, both)
+	c.must(exitHeader, nil, "verify", "--repair", "--old-key-file", oldKey, "--new-key-file", newKey, both)
+	if hashFile(t, both) != bothHash {
+		t.Fatal("verify --repair with both copies damaged changed the image")
+	}
+
+	// The repaired conversion resumes and finishes.
+	c.must(exitOK, nil, args...)
+	if !bytes.Equal(decrypted(t, img, e2eData, testKey(9)), plain) {
+		t.Fatal("image does not decrypt to the original after repair and resume")
+	}
+	c.must(exitOK, nil, verify("--data")...)
 }

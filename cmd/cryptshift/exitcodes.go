@@ -41,7 +41,7 @@ var exitTable = []struct {
 	{engine.ErrConflict, exitConflict, "options given on resume differ from the recorded ones"},
 	{engine.ErrIO, exitIO, "I/O error on the device or metadata"},
 	{engine.ErrPaused, exitPaused, "paused on request; run the same command again to resume"},
-	{engine.ErrDamaged, exitDamaged, "damaged sectors found by recover, or findings reported by verify"},
+	{engine.ErrDamaged, exitDamaged, "damaged sectors found by recover, or findings reported by verify (and not repaired by --repair)"},
 	{engine.ErrRefused, exitRefused, "refused without --force"},
 	{blockdev.ErrInUse, exitDevice, ""},
 	{blockdev.ErrNotFound, exitDevice, ""},

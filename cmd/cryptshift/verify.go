@@ -16,25 +16,34 @@ import (
 func verifyCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "verify",
-		Usage:     "audit a conversion's header, log and layout (and with --data every converted window); exit 0 when clean",
+		Usage:     "audit a conversion's header, log and layout (and with --data every converted window); exit 0 when clean (or clean after --repair), 9 when problems remain",
 		ArgsUsage: "DEVICE",
 		Flags: append(append([]cli.Flag{metadataFlag()}, keyFlags()...),
 			&cli.BoolFlag{Name: "data", Usage: "also read every converted window and compare it with the digest recorded when it was written"},
-			&cli.StringFlag{Name: "online", Usage: "also check that device-mapper device `NAME` serves the data with the table the recorded progress calls for"}),
+			&cli.StringFlag{Name: "online", Usage: "also check that device-mapper device `NAME` serves the data with the table the recorded progress calls for"},
+			&cli.BoolFlag{Name: "repair", Usage: "if one header copy is damaged, altered or stale and the other is authentic, rewrite that copy only, from the authentic one, and flush; " +
+				"otherwise write nothing. Not with --online: DEVICE is then opened shared (device-mapper holds it), so O_EXCL cannot keep another writer off the header; " +
+				"repair with DEVICE not mapped, or resume with convert --online NAME, whose first checkpoint rewrites both copies"}),
 		Action: func(c *cli.Context) error {
 			dev, err := deviceArg(c)
 			if err != nil {
 				return err
 			}
+			repair := c.Bool("repair")
+			if repair && c.String("online") != "" {
+				return usageErr("verify --repair and --online cannot be combined: repair with DEVICE inactive (no device-mapper device on it), or resume with `convert --online NAME`, which rewrites both header copies")
+			}
 			oldKey, newKey, err := keys(c)
 			if err != nil {
 				return err
 			}
-			o := fsck.Options{Data: c.Bool("data")}
+			o := fsck.Options{Data: c.Bool("data"), Repair: repair}
 			// Read-only, and exclusive unless a dm device holds DEVICE by
 			// design: the lock keeps a running convert (which takes it too)
-			// from changing the window while it is audited.
-			bo := blockdev.Options{Exclusive: true, ReadOnly: true}
+			// from changing the window while it is audited. --repair opens
+			// for writing, still exclusive, so nothing else writes a header
+			// while it rewrites a copy.
+			bo := blockdev.Options{Exclusive: true, ReadOnly: !repair}
 			if name := c.String("online"); name != "" {
 				devno, err := dm.DevNo(dev)
 				if err != nil {
@@ -69,6 +78,9 @@ func runVerify(ctx context.Context, out io.Writer, dev string, t engine.Target, 
 	fmt.Fprint(out, rep.String())
 	if data {
 		fmt.Fprintf(out, "%d converted windows compared with their recorded digests\n", rep.Checked)
+	}
+	for _, slot := range rep.Repaired {
+		fmt.Fprintf(out, "%s: repaired header copy %d from the authenticated copy %d\n", dev, slot, 1-slot)
 	}
 	if !rep.Clean() {
 		n := 0
