@@ -560,3 +560,50 @@ func TestEndToEndVerifyRepair(t *testing.T) {
 	}
 	c.must(exitOK, nil, verify("--data")...)
 }
+
+// TestEndToEndStatusPlaintextSide: a plaintext side is shown as plaintext in
+// the text status (no key size, sector size or IV offset), while the JSON
+// keeps every field, key_bits 0 included, for the scripts that read it.
+func TestEndToEndStatusPlaintextSide(t *testing.T) {
+	c := buildCLI(t)
+	newKey := c.file("new.key", testKey(10))
+	plain := make([]byte, e2eData)
+	demoPlain(plain, 0)
+	img := c.file("plain.img", append(bytes.Clone(plain), make([]byte, e2eImage-e2eData)...))
+	c.must(exitOK, nil, "convert", "--old-cipher", "none", "--new-key-file", newKey,
+		"--metadata-size", "2M", "--window", "1M", "--progress", "none", img)
+	if !bytes.Equal(decrypted(t, img, e2eData, testKey(10)), plain) {
+		t.Fatal("encrypted image does not decrypt to the original")
+	}
+
+	r := c.must(exitOK, nil, "status", img)
+	if !strings.Contains(r.stdout, "Old mapping: plaintext (no encryption), data at byte 0\n") {
+		t.Errorf("text status does not show the old side as plaintext:\n%s", r.stdout)
+	}
+	if strings.Contains(r.stdout, "0-bit") || strings.Contains(r.stdout, "none,") {
+		t.Errorf("text status shows key details for a plaintext side:\n%s", r.stdout)
+	}
+	if !strings.Contains(r.stdout, "New mapping: aes-xts-plain64, 512-bit key, sector size 512, iv offset 0, data at byte 0\n") {
+		t.Errorf("text status of the encrypted side:\n%s", r.stdout)
+	}
+
+	r = c.must(exitOK, nil, "status", "--json", img)
+	var raw struct {
+		Old map[string]any `json:"old"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &raw); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"cipher", "key_bits", "sector_size", "iv_offset", "iv_large_sectors", "data_offset", "open_command", "crypttab_options"} {
+		if _, ok := raw.Old[f]; !ok {
+			t.Errorf("status --json: old side lacks %q: %v", f, raw.Old)
+		}
+	}
+	var st statusReport
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Old.Cipher != "none" || st.Old.KeyBits != 0 || !strings.HasPrefix(st.Old.OpenCommand, "losetup ") {
+		t.Errorf("status --json, old side: %+v", st.Old)
+	}
+}

@@ -154,11 +154,17 @@ func printStatus(w io.Writer, r statusReport) {
 		name string
 		sr   sideReport
 	}{{"Old", r.Old}, {"New", r.New}} {
-		fmt.Fprintf(w, "%s mapping: %s, %d-bit key, sector size %d, iv offset %d", s.name, s.sr.Cipher, s.sr.KeyBits, s.sr.SectorSize, s.sr.IVOffset)
-		if s.sr.IVLargeSectors {
-			fmt.Fprint(w, ", iv_large_sectors")
+		if s.sr.Cipher == "none" {
+			// No key, no sectors of its own, no IVs: the JSON keeps the
+			// fields (key_bits 0) for the scripts that read them.
+			fmt.Fprintf(w, "%s mapping: plaintext (no encryption), data at byte %d\n", s.name, s.sr.DataOffset)
+		} else {
+			fmt.Fprintf(w, "%s mapping: %s, %d-bit key, sector size %d, iv offset %d", s.name, s.sr.Cipher, s.sr.KeyBits, s.sr.SectorSize, s.sr.IVOffset)
+			if s.sr.IVLargeSectors {
+				fmt.Fprint(w, ", iv_large_sectors")
+			}
+			fmt.Fprintf(w, ", data at byte %d\n", s.sr.DataOffset)
 		}
-		fmt.Fprintf(w, ", data at byte %d\n", s.sr.DataOffset)
 		fmt.Fprintf(w, "  open:      %s\n", s.sr.OpenCommand)
 		if s.sr.CrypttabOptions != "" {
 			fmt.Fprintf(w, "  crypttab:  NAME %s KEYFILE %s\n", r.Device, s.sr.CrypttabOptions)
