@@ -204,13 +204,18 @@ func (c *checker) report(t *testing.T) {
 
 // safeRecover runs engine.Recover, turning a panic into an error.
 func (c *checker) safeRecover(tgt engine.Target, accept bool) (res *engine.RecoverResult, err error, panicked bool) {
+	return c.safeRecoverHooks(tgt, accept, nil)
+}
+
+// safeRecoverHooks is safeRecover with engine hooks (a mutant recovery).
+func (c *checker) safeRecoverHooks(tgt engine.Target, accept bool, hooks *engine.Hooks) (res *engine.RecoverResult, err error, panicked bool) {
 	defer func() {
 		if p := recover(); p != nil {
 			err, panicked = fmt.Errorf("panic: %v", p), true
 		}
 	}()
 	res, err = engine.Recover(context.Background(), tgt, c.f.sc.old.key(), c.f.sc.nw.key(),
-		engine.RecoverOptions{AcceptDamage: accept}, c.f.options(nil, nil))
+		engine.RecoverOptions{AcceptDamage: accept}, c.f.options(nil, hooks))
 	return res, err, false
 }
 
@@ -511,6 +516,10 @@ type sweepOpts struct {
 	seeds     int // enumerations per point with different seeds (>= 1)
 	nestEvery int // crash recovery itself in every nth state (0: never)
 	nestEnum  EnumOptions
+	// nestHooks are the hooks of the recovery that is crashed (a mutant,
+	// in mutation_test.go); the recoveries that check its states never
+	// have any.
+	nestHooks *engine.Hooks
 }
 
 // sweep enumerates crash states of r and checks each.
@@ -553,7 +562,7 @@ func (c *checker) sweep(r *run, o sweepOpts) {
 					es.extra = 1
 				}
 				if o.nestEvery > 0 && n%o.nestEvery == 0 {
-					c.nested(imgs, es, st.Desc, o.nestEnum)
+					c.nested(imgs, es, st.Desc, o.nestEnum, o.nestHooks)
 				}
 				c.check(imgs, es, st.Desc)
 				if c.done() {
@@ -566,10 +575,11 @@ func (c *checker) sweep(r *run, o sweepOpts) {
 
 // nested records recovery of a crash state on a recording domain, crashes
 // it at each of its points, and checks the states that leaves: recovery
-// must survive its own crashes. imgs is not modified.
-func (c *checker) nested(imgs [][]byte, e expect, state string, eo EnumOptions) {
+// must survive its own crashes. The recorded recovery runs with hooks (nil
+// but in mutation tests). imgs is not modified.
+func (c *checker) nested(imgs [][]byte, e expect, state string, eo EnumOptions, hooks *engine.Hooks) {
 	dom, tgt := c.f.domainTarget(imgs)
-	if _, _, panicked := c.safeRecover(tgt, false); panicked {
+	if _, _, panicked := c.safeRecoverHooks(tgt, false, hooks); panicked {
 		return // check reports it on the outer state
 	}
 	for k := 1; k <= dom.Ops(); k++ {

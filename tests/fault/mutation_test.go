@@ -52,3 +52,74 @@ func TestMutationDroppedFlushIsCaught(t *testing.T) {
 		})
 	}
 }
+
+// TestMutationDroppedRecoveryFlushIsCaught does the same for recovery's
+// flush points, which only run after a crash: crash states of a correct
+// conversion are recovered by a mutant that skips the flush of the window
+// it rolled forward, that recovery is crashed at each of its points (the
+// harness's nested crashes), and a correct engine must find a violated
+// property in what it leaves. As the control, the same states recovered
+// by the unmutated engine must pass every property, so the catch is the
+// dropped flush's doing and not the harness's.
+func TestMutationDroppedRecoveryFlushIsCaught(t *testing.T) {
+	small := func(mode string, old, nw sideSpec, sep bool) scenario {
+		return scenario{mode: mode, old: old, nw: nw, sepMeta: sep, window: 12 * kib, windows: 4}
+	}
+	for _, tc := range []struct {
+		point string
+		sc    scenario
+	}{
+		// Metadata on the data disk, where the checkpoint's own flushes
+		// would make the window durable if only they came first; and on its
+		// own disk, where nothing else ever flushes the data disk.
+		{"recover-journal-data", small("journal", xts512, essiv512, false)},
+		{"recover-journal-data", small("journal", plain512, xts4096, true)},
+		{"recover-checksum-data", small("checksum", xts512, xts4096, false)},
+		{"recover-checksum-data", small("checksum", essiv512, plain512, true)},
+	} {
+		t.Run(tc.point+"/"+tc.sc.String(), func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, tc.sc)
+			r := record(t, f, nil)
+			// The outer states are crashes next to a flush during step 1,
+			// from its record to its progress being reported: recovery
+			// rolls window 1 forward in those where its record reached the
+			// disk. Each has its recovery crashed at every point.
+			var points []int
+			for _, k := range r.dom.FlushPoints() {
+				if k >= r.marks[1] && k <= r.marks[2] {
+					points = append(points, k)
+				}
+			}
+			o := sweepOpts{
+				points:    points,
+				enum:      EnumOptions{MaxStates: 3, Torn: true, Seed: 1},
+				nestEvery: 1,
+				nestEnum:  EnumOptions{MaxStates: 4, Torn: true, Seed: 2},
+			}
+			if testing.Short() {
+				// Fewer states per crash point (the race detector is slow),
+				// still at every crash point of the step and of each recovery.
+				o.enum.MaxStates, o.nestEnum.MaxStates = 2, 3
+			}
+
+			ctl := newChecker(f)
+			ctl.sweep(r, o)
+			if len(ctl.violations) > 0 {
+				ctl.report(t)
+				t.Fatalf("control: the unmutated recovery failed")
+			}
+
+			o.nestHooks = &engine.Hooks{DropFlush: map[string]bool{tc.point: true}}
+			c := newChecker(f)
+			c.tally = tallyFor("mutants")
+			c.stopAfter = 1
+			c.sweep(r, o)
+			if len(c.violations) == 0 {
+				t.Fatalf("flush point %s dropped, yet %d crash states passed every property (control: %d)", tc.point, c.states, ctl.states)
+			}
+			t.Logf("caught after %d states: %s", c.states, c.violations[0])
+			t.Logf("control, nothing dropped: %d crash states, %d property checks, no violation", ctl.states, ctl.checks)
+		})
+	}
+}
