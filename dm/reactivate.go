@@ -119,3 +119,20 @@ func reactivate(ctl control, name string, h *header.Header, keys Keys, device st
 func IsHoldDevice(name string) bool {
 	return strings.HasPrefix(name, holdPrefix) && (strings.Contains(name, "-hold") || strings.Contains(name, "-crypt-"))
 }
+
+// HoldTables returns the live tables of name's hold devices that exist. A
+// dead converting process may have left the only copy of a key in them
+// (the old key, while the last window was held); reading a table does no
+// I/O, so this works on a suspended device.
+func HoldTables(name string) [][]Target {
+	var out [][]Target
+	for _, hd := range holdNames(name) {
+		if inf, err := Info(hd); err != nil || !inf.Exists {
+			continue
+		}
+		if ts, err := Table(hd); err == nil {
+			out = append(out, ts)
+		}
+	}
+	return out
+}

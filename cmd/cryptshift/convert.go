@@ -83,6 +83,9 @@ func convertAction(c *cli.Context, stderr io.Writer) error {
 	default:
 		return usageErr("--crypto %q: must be userspace or kernel", c.String("crypto"))
 	}
+	if name != "" && os.Getenv(onlineWorkerEnv) == "" {
+		return guardOnline(c, stderr, name, dev)
+	}
 	var t engine.Target
 	var cleanup func(bool)
 	var holder *onlineHolder

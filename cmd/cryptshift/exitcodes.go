@@ -54,6 +54,10 @@ func exitCode(err error) int {
 	if err == nil {
 		return exitOK
 	}
+	var ec exitCodeError
+	if errors.As(err, &ec) {
+		return int(ec)
+	}
 	for _, e := range exitTable {
 		if errors.Is(err, e.class) {
 			return e.code

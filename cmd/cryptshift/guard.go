@@ -1,0 +1,164 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/cryptshift/cryptshift/blockdev"
+	"github.com/cryptshift/cryptshift/dm"
+	"github.com/cryptshift/cryptshift/engine"
+)
+
+// onlineWorkerEnv marks the process that runs an online conversion under
+// a guard (guardOnline); it is set by the guard, never by users.
+const onlineWorkerEnv = "CRYPTSHIFT_ONLINE_WORKER"
+
+// testKillHoldingEnv is a TEST-ONLY hook: CRYPTSHIFT_TEST_KILL_HOLDING=N
+// makes an online worker SIGKILL itself right after it holds window step
+// N, so the guard's recovery of a held window can be tested. Not for
+// production.
+const testKillHoldingEnv = "CRYPTSHIFT_TEST_KILL_HOLDING"
+
+// errWorkerKilled: the online worker died from a signal (OOM killer, kill
+// -9); the guard recovered the device, and the same command resumes.
+var errWorkerKilled = errors.New("the conversion process was killed")
+
+// guardOnline runs an online conversion in a child process and stays
+// behind it. A process killed while it holds a window leaves application
+// I/O to that window waiting, for as long as nobody runs `recover
+// --activate`: on a server, a hung filesystem. The guard does that at
+// once. It locks its memory first, so that it never needs a page from the
+// filesystem it may be converting, and forwards SIGINT and SIGTERM (the
+// worker is in its own process group, so a terminal's Ctrl-C reaches it
+// once, through the guard). Only a guard killed together with its worker
+// leaves the window to `recover --activate`.
+func guardOnline(c *cli.Context, stderr io.Writer, name, dev string) error {
+	if _, err := dm.Table(name); err != nil {
+		return fmt.Errorf("%w: --online %s: %w", engine.ErrDevice, name, err)
+	}
+	if err := dm.LockMemory(); err != nil {
+		return fmt.Errorf("%w: lock memory (needed so the tool cannot stall on the window it holds): %w", engine.ErrDevice, err)
+	}
+	defer dm.UnlockMemory()
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("online: find own executable: %w", err)
+	}
+	cmd := exec.Command(exe, os.Args[1:]...)
+	cmd.Env = append(os.Environ(), onlineWorkerEnv+"=1")
+	// The process's own files, not the app's writers: the worker decides
+	// from them whether it draws a progress bar on a terminal.
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("online: start the worker: %w", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var werr error
+wait:
+	for {
+		select {
+		case s := <-sigs:
+			// The worker pauses at the first and says so; a hangup
+			// means the same as a terminate to it.
+			if s == syscall.SIGHUP {
+				s = syscall.SIGTERM
+			}
+			_ = cmd.Process.Signal(s)
+		case werr = <-done:
+			break wait
+		}
+	}
+	var ee *exec.ExitError
+	if !errors.As(werr, &ee) {
+		if werr != nil {
+			return fmt.Errorf("online: worker: %w", werr)
+		}
+		return nil
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	if !ok || !ws.Signaled() {
+		// The worker reported its own outcome; exit as it did.
+		return reported{exitCodeError(ee.ExitCode())}
+	}
+	fmt.Fprintf(stderr, "cryptshift: the conversion process was killed (%v); recovering %s so that I/O waiting on it goes on\n", ws.Signal(), name)
+	msg, herr := healOnline(c, name, dev)
+	if herr != nil {
+		return fmt.Errorf("%w (%v), and recovering %s failed: %w; run `cryptshift recover --activate %s` with both keys", errWorkerKilled, ws.Signal(), name, herr, name)
+	}
+	return fmt.Errorf("%w (%v); %s; run the same command to resume", errWorkerKilled, ws.Signal(), msg)
+}
+
+// healOnline is `recover --activate NAME` for a worker that just died,
+// with the keys found as a resume finds them: in NAME's live table, in
+// the tables of its hold devices (the last window's old key may be only
+// there), in the key files and in --new-like's DEST.
+func healOnline(c *cli.Context, name, dev string) (string, error) {
+	cfg, err := configFromFlags(c)
+	if err != nil {
+		return "", err
+	}
+	meta := c.String("metadata")
+	unlock, err := lockName(name)
+	if err != nil {
+		return "", err
+	}
+	t, cleanup, err := openTarget(dev, meta, 0, blockdev.Options{Direct: true})
+	if err != nil {
+		unlock()
+		return "", err
+	}
+	_, serr := engine.ReadStatus(t)
+	live, lerr := dm.Table(name)
+	if serr == nil && lerr == nil {
+		for _, h := range dm.HoldTables(name) {
+			live = append(live, h...)
+		}
+		_, err = fillFromTable(&cfg, live, t, c.String("new-like"))
+	}
+	cleanup(false)
+	unlock()
+	switch {
+	case errors.Is(serr, engine.ErrHeader):
+		// Killed before the first header: nothing was held or written.
+		return fmt.Sprintf("no conversion was recorded yet; %s is unchanged", name), nil
+	case serr != nil:
+		return "", serr
+	case lerr != nil:
+		return "", lerr
+	case err != nil:
+		return "", err
+	}
+	if err := recoverOne(c, recoverJob{name: name, dev: dev, meta: meta, oldKey: cfg.Old.Key, newKey: cfg.New.Key}); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%s is recovered and serves the data with the recorded progress", name), nil
+}
+
+// exitCodeError carries a worker's exit status through the guard.
+type exitCodeError int
+
+func (e exitCodeError) Error() string { return "exit status " + strconv.Itoa(int(e)) }
+
+// testKillHolding is the hook behind testKillHoldingEnv: the step number
+// at which to die, or -1.
+func testKillHolding() int64 {
+	n, err := strconv.ParseInt(strings.TrimSpace(os.Getenv(testKillHoldingEnv)), 10, 64)
+	if err != nil {
+		return -1
+	}
+	return n
+}
