@@ -71,7 +71,7 @@ func exitCodeHelp() string {
 	var b strings.Builder
 	b.WriteString("EXIT CODES:\n")
 	fmt.Fprintf(&b, "   %2d  success\n", exitOK)
-	fmt.Fprintf(&b, "   %2d  internal error (a bug, or an error of no known class)\n", exitInternal)
+	fmt.Fprintf(&b, "   %2d  internal error (a bug, an error of no known class, or an online conversion process killed by a signal)\n", exitInternal)
 	for _, e := range exitTable {
 		if e.what != "" {
 			fmt.Fprintf(&b, "   %2d  %s\n", e.code, e.what)
