@@ -125,9 +125,9 @@ func onlyChanged(t *testing.T, before, after []byte, i int) {
 	}
 }
 
-// bothAuthentic fails unless both copies decode, verify under the keys and
-// hold the same header apart from the sequence number.
-func bothAuthentic(t *testing.T, m *blockdev.Mem) {
+// readStore reads m's header copies, the newest one (unauthenticated) and
+// the MAC key of the test keys for its conversion.
+func readStore(t *testing.T, m *blockdev.Mem) (*header.Store, *header.Header, []byte) {
 	t.Helper()
 	s, err := header.ReadStore(m)
 	if err != nil {
@@ -141,6 +141,14 @@ func bothAuthentic(t *testing.T, m *blockdev.Mem) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s, cur, mk
+}
+
+// bothAuthentic fails unless both copies decode, verify under the keys and
+// hold the same header apart from the sequence number.
+func bothAuthentic(t *testing.T, m *blockdev.Mem) {
+	t.Helper()
+	s, _, mk := readStore(t, m)
 	for i, c := range s.Copies {
 		if c.Err != nil || header.VerifyMAC(c.Raw, mk) != nil {
 			t.Fatalf("copy %d after repair: %v", i, c.Err)
@@ -192,18 +200,7 @@ func TestDamagedCopyFoundAndRepaired(t *testing.T) {
 // damage; Repair brings it up to date.
 func TestStaleCopyRepaired(t *testing.T) {
 	m := converted(t, 3)
-	s, err := header.ReadStore(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cur, err := s.Current(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mk, err := header.MACKey(oldKey, newKey, cur.UUID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, _, mk := readStore(t, m)
 	older := 0
 	if s.Copies[1].Header.Seq < s.Copies[0].Header.Seq {
 		older = 1
