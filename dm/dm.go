@@ -38,7 +38,9 @@ func Create(name, uuid string, table []Target) error {
 		_ = devmapper.Remove(name)
 		return err
 	}
-	if err := Resume(name); err != nil {
+	// Our own resume, not the library's: it carries the udev flags of
+	// private devices (resumeCookie).
+	if err := ResumeFlags(name, 0); err != nil {
 		_ = devmapper.Remove(name)
 		return err
 	}

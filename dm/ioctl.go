@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -106,7 +107,32 @@ func suspendResume(name string, flags uint32) error {
 		return err
 	}
 	hdr(buf).Flags = flags
+	if flags&unix.DM_SUSPEND_FLAG == 0 {
+		hdr(buf).Event_nr = resumeCookie(name)
+	}
 	return doIoctl(unix.DM_DEV_SUSPEND, buf)
+}
+
+// udev flags device-mapper passes through a resume's uevent (DM_COOKIE,
+// upper 16 bits; the lower 16 would name a udev sync semaphore, and none
+// is used), as libdevmapper defines them.
+const (
+	udevDisableSubsystemRules = 0x0002
+	udevDisableDiskRules      = 0x0004
+	udevDisableOtherRules     = 0x0008
+	udevFlagsShift            = 16
+)
+
+// resumeCookie is the DM_COOKIE of a resume of name. cryptshift's private
+// devices (hold and kernel crypto) serve the same filesystem as NAME, or a
+// window of it: udev must not probe them, so /dev/disk/by-uuid and the
+// like keep pointing at NAME and nothing mounts or assembles them. Their
+// /dev/mapper node is still made by the general device-mapper rules.
+func resumeCookie(name string) uint32 {
+	if !strings.HasPrefix(name, holdPrefix) {
+		return 0
+	}
+	return (udevDisableSubsystemRules | udevDisableDiskRules | udevDisableOtherRules) << udevFlagsShift
 }
 
 // tableStatus returns name's live (or, with inactive, inactive) table with

@@ -56,3 +56,20 @@ func TestKernelCryptoTablesMatchTheServedMappings(t *testing.T) {
 		}
 	}
 }
+
+// Private devices' resumes tell udev to leave them alone; the served
+// device's resumes (NAME, the user's) carry no flags.
+func TestResumeCookieOnlyForPrivateDevices(t *testing.T) {
+	h, k := holdNames("data"), cryptoNames("data")
+	for _, n := range append(h[:], k[:]...) {
+		c := resumeCookie(n)
+		if c>>udevFlagsShift&udevDisableDiskRules == 0 || c>>udevFlagsShift&udevDisableOtherRules == 0 || c&0xffff != 0 {
+			t.Errorf("%s: cookie %#x does not disable the disk and other udev rules (or names a semaphore)", n, c)
+		}
+	}
+	for _, n := range []string{"data", "cryptdata", "luks-1234"} {
+		if c := resumeCookie(n); c != 0 {
+			t.Errorf("%s: cookie %#x on a device that is not cryptshift's", n, c)
+		}
+	}
+}
