@@ -4,7 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/cryptshift/cryptshift/engine"
 )
@@ -60,10 +63,37 @@ type meter struct {
 	lastEmit   time.Time
 	last       engine.Progress
 	barOpen    bool // a bar line is on screen without its newline
+
+	// notify sends a systemd notification (sd_notify); nil when the
+	// process was not started by a service manager that listens.
+	notify     func(state string)
+	lastNotify time.Time
 }
 
+// notifyInterval bounds how often STATUS= is sent: `systemctl status`
+// shows the latest one, and the journal need not record every window.
+const notifyInterval = time.Second
+
 func newMeter(out io.Writer, mode, device string, interval time.Duration) *meter {
-	return &meter{out: out, mode: mode, device: device, interval: interval, now: time.Now}
+	m := &meter{out: out, mode: mode, device: device, interval: interval, now: time.Now}
+	if os.Getenv("NOTIFY_SOCKET") != "" {
+		// Errors are not the conversion's business: a service manager
+		// that stopped listening must not stop it.
+		m.notify = func(state string) { _, _ = daemon.SdNotify(false, state) }
+	}
+	return m
+}
+
+// sdNotify reports the state to the service manager, if one listens: on
+// the first report READY=1 (the conversion is running: a Type=notify unit
+// is up), then STATUS= at most once per notifyInterval, and always for
+// the first, final and closing reports.
+func (m *meter) sdNotify(t time.Time, state string, force bool) {
+	if m.notify == nil || !force && t.Sub(m.lastNotify) < notifyInterval {
+		return
+	}
+	m.lastNotify = t
+	m.notify(state)
 }
 
 // Update is the engine's Options.Progress callback.
@@ -75,6 +105,13 @@ func (m *meter) Update(p engine.Progress) {
 	}
 	m.last = p
 	final := p.Done == p.Total
+	if m.notify != nil {
+		st := "STATUS=" + m.device + ": " + m.line(t)
+		if first {
+			st = "READY=1\n" + st
+		}
+		m.sdNotify(t, st, first || final)
+	}
 	switch m.mode {
 	case progressBar:
 		if first || final || t.Sub(m.lastEmit) >= barRedraw {
@@ -201,6 +238,7 @@ func (m *meter) finished() {
 	t := m.now()
 	m.endLine()
 	msg := m.summary(t)
+	m.sdNotify(t, "STOPPING=1\nSTATUS="+m.device+": "+msg, true)
 	if m.mode == progressJSON {
 		m.emitJSON(t, "complete", msg)
 		return
@@ -224,6 +262,7 @@ func (m *meter) paused(done, total uint64) {
 	t := m.now()
 	m.endLine()
 	msg := fmt.Sprintf("Paused at %d of %d windows; run the same command again to resume.", done, total)
+	m.sdNotify(t, "STOPPING=1\nSTATUS="+m.device+": "+msg, true)
 	if m.mode == progressJSON && m.started {
 		m.emitJSON(t, "paused", msg)
 		return

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
+	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -189,5 +192,100 @@ func TestFormatETA(t *testing.T) {
 		if got := formatETA(d); got != want {
 			t.Errorf("formatETA(%v) = %q, want %q", d, got, want)
 		}
+	}
+}
+
+// listenNotify is a stand-in for the service manager's notification
+// socket, read as messages arrive (a full queue would block the sender);
+// stop returns what was received up to the first STOPPING=1 message,
+// waiting a few seconds for it at most.
+func listenNotify(t *testing.T) (stop func() []string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("NOTIFY_SOCKET", path)
+	msgs := make(chan string, 1024)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				close(msgs)
+				return
+			}
+			msgs <- string(buf[:n])
+		}
+	}()
+	return func() []string {
+		defer conn.Close()
+		var got []string
+		timeout := time.After(5 * time.Second)
+		for {
+			select {
+			case m, ok := <-msgs:
+				if !ok {
+					return got
+				}
+				got = append(got, m)
+				if strings.HasPrefix(m, "STOPPING=1") {
+					return got
+				}
+			case <-timeout:
+				return got
+			}
+		}
+	}
+}
+
+// Under a service manager: READY=1 with the first report, STATUS= at most
+// once a second in between (the engine reports every window), and the
+// summary with STOPPING=1 at the end; a pause says how to resume.
+func TestSdNotify(t *testing.T) {
+	stop := listenNotify(t)
+	clk := newFakeClock()
+	m := newMeter(io.Discard, progressNone, "/dev/x", 0)
+	m.now = clk.now
+	m.Update(prog(0, 100))
+	for i := uint64(1); i <= 100; i++ {
+		clk.add(250 * time.Millisecond)
+		m.Update(prog(i, 100))
+	}
+	m.finished()
+	msgs := stop()
+	// First, one per second over 25 s, the final report, the summary.
+	if len(msgs) < 26 || len(msgs) > 28 {
+		t.Fatalf("%d notifications for 101 reports over 25 s, want about 27:\n%q", len(msgs), msgs)
+	}
+	if !strings.HasPrefix(msgs[0], "READY=1\nSTATUS=/dev/x: Progress:   0.0%") {
+		t.Errorf("first notification %q", msgs[0])
+	}
+	for _, s := range msgs[1 : len(msgs)-1] {
+		if !strings.HasPrefix(s, "STATUS=/dev/x: Progress: ") || strings.Contains(s, "READY") {
+			t.Errorf("progress notification %q", s)
+		}
+	}
+	if last := msgs[len(msgs)-1]; last != "STOPPING=1\nSTATUS=/dev/x: Finished, converted 400.0 MiB in 25s (16.0 MiB/s)" {
+		t.Errorf("last notification %q", last)
+	}
+
+	stop = listenNotify(t)
+	m = newMeter(io.Discard, progressNone, "/dev/x", 0)
+	m.now = clk.now
+	m.Update(prog(3, 100))
+	m.paused(4, 100)
+	msgs = stop()
+	if len(msgs) != 2 || msgs[1] != "STOPPING=1\nSTATUS=/dev/x: Paused at 4 of 100 windows; run the same command again to resume." {
+		t.Errorf("notifications around a pause: %q", msgs)
+	}
+}
+
+// Without NOTIFY_SOCKET nothing is sent and nothing fails.
+func TestNoNotifySocket(t *testing.T) {
+	t.Setenv("NOTIFY_SOCKET", "")
+	if m := newMeter(io.Discard, progressNone, "/dev/x", 0); m.notify != nil {
+		t.Fatal("a notifier without NOTIFY_SOCKET")
 	}
 }
