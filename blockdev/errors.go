@@ -3,23 +3,26 @@ package blockdev
 import (
 	"errors"
 	"syscall"
+
+	"github.com/cryptshift/cryptshift/errclass"
 )
 
-// Sentinel classes of failure. The CLI maps each to its own exit code, so an
-// error is put in a class only when the cause is unambiguous; anything else
-// stays unclassified and is reported as a generic I/O failure.
+// Sentinel classes of failure. Each but ErrOutOfRange is a kind of
+// errclass.Device, so the CLI exits with the "device unusable" code; an
+// error is put in a class only when the cause is unambiguous, and anything
+// else stays unclassified.
 var (
 	// ErrInUse: someone else holds the target (mounted, claimed with
 	// O_EXCL, flock held, or the file backs a loop device).
-	ErrInUse = errors.New("in use")
+	ErrInUse error = deviceClass("in use")
 	// ErrNotFound: no such path, or a device node without a device behind it.
-	ErrNotFound = errors.New("not found")
+	ErrNotFound error = deviceClass("not found")
 	// ErrPermission: the caller may not open the target in the asked mode
 	// (including write access on a read-only file system or device).
-	ErrPermission = errors.New("permission denied")
+	ErrPermission error = deviceClass("permission denied")
 	// ErrNotBlockOrFile: the path is neither a regular file nor a block
 	// device (a directory, a character device, a FIFO, a socket).
-	ErrNotBlockOrFile = errors.New("not a block device or regular file")
+	ErrNotBlockOrFile error = deviceClass("not a block device or regular file")
 	// ErrOutOfRange: an access that would touch bytes past the end of a
 	// device or region. Nothing is written when a write is refused for this.
 	ErrOutOfRange = errors.New("out of range")
@@ -82,3 +85,9 @@ func classify(err error) error {
 func wrapPath(op, path string, err error) error {
 	return &pathError{op: op, path: path, class: classify(err), err: err}
 }
+
+// deviceClass is a sentinel that is also an errclass.Device.
+type deviceClass string
+
+func (e deviceClass) Error() string { return string(e) }
+func (e deviceClass) Unwrap() error { return errclass.Device }

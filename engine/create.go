@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 
+	"github.com/cryptshift/cryptshift/errclass"
 	"github.com/cryptshift/cryptshift/header"
 	"github.com/cryptshift/cryptshift/sectorcipher"
 	"github.com/cryptshift/cryptshift/wal"
@@ -16,10 +17,10 @@ func buildMapping(name string, s Side) (sectorcipher.Mapping, error) {
 	}
 	spec, err := sectorcipher.ParseSpec(cipher)
 	if err != nil {
-		return sectorcipher.Mapping{}, fmt.Errorf("%w: --%s-cipher: %w", ErrUsage, name, err)
+		return sectorcipher.Mapping{}, fmt.Errorf("%w: --%s-cipher: %w", errclass.Usage, name, err)
 	}
 	if err := spec.CheckKey(s.Key); err != nil {
-		return sectorcipher.Mapping{}, fmt.Errorf("%w: --%s-key-file: %w", ErrUsage, name, err)
+		return sectorcipher.Mapping{}, fmt.Errorf("%w: --%s-key-file: %w", errclass.Usage, name, err)
 	}
 	m := sectorcipher.Mapping{Spec: spec, Key: s.Key, SectorSize: 512}
 	if s.SectorSize != 0 {
@@ -32,7 +33,7 @@ func buildMapping(name string, s Side) (sectorcipher.Mapping, error) {
 		m.IVLargeSectors = *s.IVLargeSectors
 	}
 	if err := m.Validate(); err != nil {
-		return sectorcipher.Mapping{}, fmt.Errorf("%w: %s mapping: %w", ErrUsage, name, err)
+		return sectorcipher.Mapping{}, fmt.Errorf("%w: %s mapping: %w", errclass.Usage, name, err)
 	}
 	return m, nil
 }
@@ -66,19 +67,19 @@ func create(t Target, store *header.Store, cfg Config, opts Options) (*conv, err
 		return nil, err
 	}
 	if sameMapping(om, nm) {
-		return nil, fmt.Errorf("%w: the old and new mappings are identical (same cipher, key, sector size and IV offset): nothing to convert", ErrRefused)
+		return nil, fmt.Errorf("%w: the old and new mappings are identical (same cipher, key, sector size and IV offset): nothing to convert", errclass.Refused)
 	}
 	mode := header.ModeJournal
 	if cfg.Mode != "" {
 		if mode, err = header.ParseMode(cfg.Mode); err != nil {
-			return nil, fmt.Errorf("%w: --resilience: %w", ErrUsage, err)
+			return nil, fmt.Errorf("%w: --resilience: %w", errclass.Usage, err)
 		}
 	}
 	if err := cryptoFits(mode, opts); err != nil {
 		return nil, err
 	}
 	if mode == header.ModeNone && !cfg.Force {
-		return nil, fmt.Errorf("%w: --resilience none keeps no copy of the window being rewritten, so a crash can destroy it; add --force to accept that", ErrRefused)
+		return nil, fmt.Errorf("%w: --resilience none keeps no copy of the window being rewritten, so a crash can destroy it; add --force to accept that", errclass.Refused)
 	}
 	unit := int64(max(om.SectorSize, nm.SectorSize, align))
 	window := int64(DefaultWindow)
@@ -89,14 +90,14 @@ func create(t Target, store *header.Store, cfg Config, opts Options) (*conv, err
 		window = cfg.Window
 	}
 	if window < unit || window%unit != 0 || window > 1<<30 {
-		return nil, fmt.Errorf("%w: --window %d must be a multiple of %d bytes, at most 1 GiB", ErrUsage, window, unit)
+		return nil, fmt.Errorf("%w: --window %d must be a multiple of %d bytes, at most 1 GiB", errclass.Usage, window, unit)
 	}
 	var oldOff int64
 	if cfg.DataOffset != nil {
 		oldOff = *cfg.DataOffset
 	}
 	if oldOff < 0 || oldOff%512 != 0 {
-		return nil, fmt.Errorf("%w: --data-offset %d must be a non-negative multiple of 512", ErrUsage, oldOff)
+		return nil, fmt.Errorf("%w: --data-offset %d must be a non-negative multiple of 512", errclass.Usage, oldOff)
 	}
 
 	devSize := t.Data.Size()
@@ -108,17 +109,17 @@ func create(t Target, store *header.Store, cfg Config, opts Options) (*conv, err
 			ms = cfg.MetaSize
 		}
 		if ms < minMetaSize || ms%align != 0 {
-			return nil, fmt.Errorf("%w: --metadata-size %d must be a multiple of 4096 and at least %d", ErrUsage, ms, minMetaSize)
+			return nil, fmt.Errorf("%w: --metadata-size %d must be a multiple of 4096 and at least %d", errclass.Usage, ms, minMetaSize)
 		}
 		metaOff = alignDown(devSize-ms, align)
 		if metaOff < 0 {
-			return nil, fmt.Errorf("%w: device of %d bytes cannot hold a %d-byte metadata area", ErrDevice, devSize, ms)
+			return nil, fmt.Errorf("%w: device of %d bytes cannot hold a %d-byte metadata area", errclass.Device, devSize, ms)
 		}
 		metaSize = devSize - metaOff
 	} else {
 		metaSize = alignDown(t.Meta.Size(), align)
 		if metaSize < minMetaSize {
-			return nil, fmt.Errorf("%w: metadata device of %d bytes is smaller than %d", ErrDevice, t.Meta.Size(), minMetaSize)
+			return nil, fmt.Errorf("%w: metadata device of %d bytes is smaller than %d", errclass.Device, t.Meta.Size(), minMetaSize)
 		}
 	}
 	// A journal log must hold two window records to avoid a checkpoint per
@@ -141,10 +142,10 @@ func create(t Target, store *header.Store, cfg Config, opts Options) (*conv, err
 			shift = cfg.Shift
 		}
 		if shift < window || shift%align != 0 {
-			return nil, fmt.Errorf("%w: --shift %d must be a multiple of 4096 and at least the window (%d)", ErrUsage, shift, window)
+			return nil, fmt.Errorf("%w: --shift %d must be a multiple of 4096 and at least the window (%d)", errclass.Usage, shift, window)
 		}
 	} else if cfg.Shift != 0 {
-		return nil, fmt.Errorf("%w: --shift only applies to --resilience shift", ErrUsage)
+		return nil, fmt.Errorf("%w: --shift only applies to --resilience shift", errclass.Usage)
 	}
 	if dataSize == 0 {
 		dataSize = alignDown(dataLimit-oldOff, unit)
@@ -153,7 +154,7 @@ func create(t Target, store *header.Store, cfg Config, opts Options) (*conv, err
 		}
 	}
 	if dataSize <= 0 || dataSize%unit != 0 {
-		return nil, fmt.Errorf("%w: data size %d must be positive and a multiple of %d bytes", ErrUsage, dataSize, unit)
+		return nil, fmt.Errorf("%w: data size %d must be positive and a multiple of %d bytes", errclass.Usage, dataSize, unit)
 	}
 	// Shift moves the data towards lower offsets when there is room before
 	// it, otherwise towards higher ones (then windows go from the end).
@@ -173,7 +174,7 @@ func create(t Target, store *header.Store, cfg Config, opts Options) (*conv, err
 			if t.MetaOnData {
 				where = fmt.Sprintf("the metadata area at byte %d", metaOff)
 			}
-			return nil, fmt.Errorf("%w: data [%d, %d) would run into %s: shrink the filesystem and pass --data-size, use --metadata on another device, or a smaller --metadata-size", ErrDevice, off, off+dataSize, where)
+			return nil, fmt.Errorf("%w: data [%d, %d) would run into %s: shrink the filesystem and pass --data-size, use --metadata on another device, or a smaller --metadata-size", errclass.Device, off, off+dataSize, where)
 		}
 	}
 
@@ -189,7 +190,7 @@ func create(t Target, store *header.Store, cfg Config, opts Options) (*conv, err
 		need = wal.EncodedLen(int(window/unit)*hashEntry) + wal.EncodedLen(0)
 	}
 	if logSize < need {
-		return nil, fmt.Errorf("%w: the metadata area (%d bytes) cannot hold the digest table and a %s log record for a %d-byte window: use a larger --metadata-size or a smaller --window", ErrUsage, metaSize, mode, window)
+		return nil, fmt.Errorf("%w: the metadata area (%d bytes) cannot hold the digest table and a %s log record for a %d-byte window: use a larger --metadata-size or a smaller --window", errclass.Usage, metaSize, mode, window)
 	}
 
 	uuid, err := randomUUID(opts.UUID)
@@ -207,7 +208,7 @@ func create(t Target, store *header.Store, cfg Config, opts Options) (*conv, err
 		OldKCV: header.KCV(om.Key, uuid), NewKCV: header.KCV(nm.Key, uuid),
 	}
 	if err := h.Check(); err != nil {
-		return nil, fmt.Errorf("%w: planned layout is invalid: %w", ErrUsage, err)
+		return nil, fmt.Errorf("%w: planned layout is invalid: %w", errclass.Usage, err)
 	}
 	macKey, err := header.MACKey(om.Key, nm.Key, uuid)
 	if err != nil {
@@ -228,7 +229,7 @@ func create(t Target, store *header.Store, cfg Config, opts Options) (*conv, err
 	for off := int64(0); off < digestSize; off += int64(len(zero)) {
 		n := min(int64(len(zero)), digestSize-off)
 		if _, err := t.Meta.WriteAt(zero[:n], metaOff+off); err != nil {
-			return nil, ioErr("clear digest table", err)
+			return nil, errclass.IOf("clear digest table", err)
 		}
 	}
 	if err := c.flush(t.Meta, "create-digest-table"); err != nil {
@@ -237,7 +238,7 @@ func create(t Target, store *header.Store, cfg Config, opts Options) (*conv, err
 	h.Created = c.now()
 	h.Updated = h.Created
 	if err := store.CommitBoth(h, macKey); err != nil {
-		return nil, ioErr("write first header", err)
+		return nil, errclass.IOf("write first header", err)
 	}
 	return c, nil
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/cryptshift/cryptshift/blockdev"
+	"github.com/cryptshift/cryptshift/errclass"
 	"github.com/cryptshift/cryptshift/header"
 	"github.com/cryptshift/cryptshift/sectorcipher"
 )
@@ -121,7 +122,7 @@ func TestCryptoDevicesRefusedForJournalAndChecksum(t *testing.T) {
 		before := devHash(f.dev)
 		mc := &memCrypto{dev: f.dev}
 		_, err := Convert(context.Background(), f.target(), f.config(mode), Options{Crypto: mc})
-		if !errors.Is(err, ErrUsage) || devHash(f.dev) != before || mc.opened != 0 {
+		if !errors.Is(err, errclass.Usage) || devHash(f.dev) != before || mc.opened != 0 {
 			t.Fatalf("mode %q: err %v, device changed %v, opened %d", mode, err, devHash(f.dev) != before, mc.opened)
 		}
 	}
@@ -129,13 +130,13 @@ func TestCryptoDevicesRefusedForJournalAndChecksum(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg := f.config("checksum")
 	_, err := Convert(ctx, f.target(), cfg, Options{Hooks: &Hooks{AfterWindow: func(uint64) { cancel() }}})
-	if !errors.Is(err, ErrPaused) {
+	if !errors.Is(err, errclass.Paused) {
 		t.Fatalf("pause: %v", err)
 	}
 	before := devHash(f.dev)
 	cfg.Mode = ""
 	mc := &memCrypto{dev: f.dev}
-	if _, err := Convert(context.Background(), f.target(), cfg, Options{Crypto: mc}); !errors.Is(err, ErrUsage) || devHash(f.dev) != before {
+	if _, err := Convert(context.Background(), f.target(), cfg, Options{Crypto: mc}); !errors.Is(err, errclass.Usage) || devHash(f.dev) != before {
 		t.Fatalf("resume of checksum with crypto devices: err %v, device changed %v", err, devHash(f.dev) != before)
 	}
 }

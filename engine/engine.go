@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cryptshift/cryptshift/blockdev"
+	"github.com/cryptshift/cryptshift/errclass"
 	"github.com/cryptshift/cryptshift/header"
 	"github.com/cryptshift/cryptshift/sectorcipher"
 	"github.com/cryptshift/cryptshift/wal"
@@ -63,7 +64,7 @@ type Config struct {
 	Window     int64  // 0 = default / recorded
 	Shift      int64  // shift mode gap; 0 = one window
 	MetaSize   int64  // size of the metadata area on Data; 0 = default
-	Force      bool   // accept what is otherwise refused (see ErrRefused)
+	Force      bool   // accept what is otherwise refused (see errclass.Refused)
 }
 
 // Progress is reported after every window.
@@ -187,14 +188,14 @@ func (c *conv) flush(dev blockdev.Device, point string) error {
 		return nil
 	}
 	if err := dev.Flush(); err != nil {
-		return ioErr("flush ("+point+")", err)
+		return errclass.IOf("flush ("+point+")", err)
 	}
 	return nil
 }
 
 // Convert starts a conversion, or resumes the one recorded on the target,
 // and runs it to the end or until ctx is cancelled (then it finishes the
-// window in hand, records a clean pause and returns ErrPaused).
+// window in hand, records a clean pause and returns errclass.Paused).
 func Convert(ctx context.Context, t Target, cfg Config, opts Options) (*Result, error) {
 	c, resumed, err := open(t, cfg, opts)
 	if errors.Is(err, errAlreadyComplete) {
@@ -205,13 +206,13 @@ func Convert(ctx context.Context, t Target, cfg Config, opts Options) (*Result, 
 	}
 	if b, ok := opts.Holder.(HolderBeginner); ok {
 		if err := b.Begin(c.h, c.oldKey, c.newKey); err != nil {
-			return &Result{Header: c.h, Resumed: resumed}, fmt.Errorf("%w: %w", ErrDevice, err)
+			return &Result{Header: c.h, Resumed: resumed}, fmt.Errorf("%w: %w", errclass.Device, err)
 		}
 	}
 	if opts.Crypto != nil {
 		old, nw, err := opts.Crypto.Open(c.h, c.oldKey, c.newKey)
 		if err != nil {
-			return &Result{Header: c.h, Resumed: resumed}, fmt.Errorf("%w: kernel crypto devices: %w", ErrDevice, err)
+			return &Result{Header: c.h, Resumed: resumed}, fmt.Errorf("%w: kernel crypto devices: %w", errclass.Device, err)
 		}
 		c.plainOld, c.plainNew = old, nw
 	}
@@ -239,11 +240,11 @@ func boundMemory(window uint64) {
 // window) or creates a new one. Nothing is written to the data area here.
 func open(t Target, cfg Config, opts Options) (*conv, bool, error) {
 	if t.Data == nil || t.Meta == nil {
-		return nil, false, fmt.Errorf("%w: no device", ErrUsage)
+		return nil, false, fmt.Errorf("%w: no device", errclass.Usage)
 	}
 	store, err := header.ReadStore(t.Meta)
 	if err != nil {
-		return nil, false, ioErr("read header", err)
+		return nil, false, errclass.IOf("read header", err)
 	}
 	peek, err := store.Current(nil)
 	switch {
@@ -251,7 +252,7 @@ func open(t Target, cfg Config, opts Options) (*conv, bool, error) {
 		c, err := create(t, store, cfg, opts)
 		return c, false, err
 	case err != nil:
-		return nil, false, fmt.Errorf("%w: %w", ErrHeader, err)
+		return nil, false, fmt.Errorf("%w: %w", errclass.Header, err)
 	}
 	if peek.State == header.StateComplete {
 		// The key check values tell a rerun of the finished command from a
@@ -267,7 +268,7 @@ func open(t Target, cfg Config, opts Options) (*conv, bool, error) {
 			}
 			return &conv{h: h}, true, errAlreadyComplete
 		}
-		return nil, false, fmt.Errorf("%w: the conversion recorded on this device is complete (the data is now %s under the new key); to convert again, give that as --old-cipher and --old-key-file", ErrRefused, peek.New.Cipher)
+		return nil, false, fmt.Errorf("%w: the conversion recorded on this device is complete (the data is now %s under the new key); to convert again, give that as --old-cipher and --old-key-file", errclass.Refused, peek.New.Cipher)
 	}
 	c, err := resume(t, store, peek, cfg, opts)
 	return c, true, err
@@ -302,10 +303,10 @@ func sideMatchesRecorded(s Side, m header.Mapping) bool {
 // the recorded key check values, and returns the authenticated header.
 func authenticate(store *header.Store, peek *header.Header, oldKey, newKey []byte) (*header.Header, []byte, error) {
 	if header.KCV(oldKey, peek.UUID) != peek.OldKCV {
-		return nil, nil, fmt.Errorf("%w: the old key does not match the key this conversion started with", ErrWrongKey)
+		return nil, nil, fmt.Errorf("%w: the old key does not match the key this conversion started with", errclass.WrongKey)
 	}
 	if header.KCV(newKey, peek.UUID) != peek.NewKCV {
-		return nil, nil, fmt.Errorf("%w: the new key does not match the key this conversion started with", ErrWrongKey)
+		return nil, nil, fmt.Errorf("%w: the new key does not match the key this conversion started with", errclass.WrongKey)
 	}
 	macKey, err := header.MACKey(oldKey, newKey, peek.UUID)
 	if err != nil {
@@ -313,7 +314,7 @@ func authenticate(store *header.Store, peek *header.Header, oldKey, newKey []byt
 	}
 	h, err := store.Current(macKey)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %w (the header was altered, or belongs to other keys)", ErrHeader, err)
+		return nil, nil, fmt.Errorf("%w: %w (the header was altered, or belongs to other keys)", errclass.Header, err)
 	}
 	return h, macKey, nil
 }
@@ -321,7 +322,7 @@ func authenticate(store *header.Store, peek *header.Header, oldKey, newKey []byt
 func mappingOf(m header.Mapping, key []byte) (sectorcipher.Mapping, error) {
 	mm, err := m.WithKey(key)
 	if err != nil {
-		return sectorcipher.Mapping{}, fmt.Errorf("%w: %w", ErrHeader, err)
+		return sectorcipher.Mapping{}, fmt.Errorf("%w: %w", errclass.Header, err)
 	}
 	return mm, nil
 }
@@ -338,14 +339,14 @@ func newConv(t Target, store *header.Store, h *header.Header, macKey, oldKey, ne
 	}
 	oc, err := sectorcipher.New(om)
 	if err != nil {
-		return nil, fmt.Errorf("%w: old mapping: %w", ErrUsage, err)
+		return nil, fmt.Errorf("%w: old mapping: %w", errclass.Usage, err)
 	}
 	nc, err := sectorcipher.New(nm)
 	if err != nil {
-		return nil, fmt.Errorf("%w: new mapping: %w", ErrUsage, err)
+		return nil, fmt.Errorf("%w: new mapping: %w", errclass.Usage, err)
 	}
 	if uint64(t.Meta.Size()) < h.MetaOffset+h.MetaSize || uint64(t.Data.Size()) < h.DeviceSize {
-		return nil, fmt.Errorf("%w: device is smaller than recorded (%d bytes, recorded %d)", ErrDevice, t.Data.Size(), h.DeviceSize)
+		return nil, fmt.Errorf("%w: device is smaller than recorded (%d bytes, recorded %d)", errclass.Device, t.Data.Size(), h.DeviceSize)
 	}
 	sum, err := header.NewSummer(macKey)
 	if err != nil {
@@ -371,7 +372,7 @@ func resume(t Target, store *header.Store, peek *header.Header, cfg Config, opts
 		return nil, err
 	}
 	if uint64(t.Data.Size()) != h.DeviceSize {
-		return nil, fmt.Errorf("%w: device is %d bytes but the conversion was started on one of %d bytes: wrong device?", ErrDevice, t.Data.Size(), h.DeviceSize)
+		return nil, fmt.Errorf("%w: device is %d bytes but the conversion was started on one of %d bytes: wrong device?", errclass.Device, t.Data.Size(), h.DeviceSize)
 	}
 	c, err := newConv(t, store, h, macKey, cfg.Old.Key, cfg.New.Key, opts)
 	if err != nil {
@@ -431,14 +432,14 @@ func conflicts(h *header.Header, cfg Config) error {
 	if len(diffs) == 0 {
 		return nil
 	}
-	return fmt.Errorf("%w: the conversion in progress was started differently: %s", ErrConflict, joinComma(diffs))
+	return fmt.Errorf("%w: the conversion in progress was started differently: %s", errclass.Conflict, joinComma(diffs))
 }
 
 // cryptoFits refuses CryptoDevices for the modes whose records need the
 // ciphertext (see CryptoDevices), before anything is written.
 func cryptoFits(m header.Mode, opts Options) error {
 	if opts.Crypto != nil && m != header.ModeShift && m != header.ModeNone {
-		return fmt.Errorf("%w: kernel crypto needs --resilience shift or none: %s records hold ciphertext, which only userspace crypto sees", ErrUsage, m)
+		return fmt.Errorf("%w: kernel crypto needs --resilience shift or none: %s records hold ciphertext, which only userspace crypto sees", errclass.Usage, m)
 	}
 	return nil
 }
@@ -480,11 +481,11 @@ func (c *conv) checkIdentity() error {
 	start, n := c.windowRange(w)
 	buf := make([]byte, n)
 	if _, err := c.t.Data.ReadAt(buf, int64(c.h.NewOffset)+start); err != nil {
-		return ioErr(fmt.Sprintf("read window %d", w), err)
+		return errclass.IOf(fmt.Sprintf("read window %d", w), err)
 	}
 	d := c.plainDigest(buf, w, start, c.newC)
 	if header.DigestEntry(c.macKey, w, d) != entry {
-		return fmt.Errorf("%w: window %d does not hold the data this conversion wrote there: wrong device, or it was changed since", ErrDevice, w)
+		return fmt.Errorf("%w: window %d does not hold the data this conversion wrote there: wrong device, or it was changed since", errclass.Device, w)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/cryptshift/cryptshift/blockdev"
+	"github.com/cryptshift/cryptshift/errclass"
 	"github.com/cryptshift/cryptshift/header"
 	"github.com/cryptshift/cryptshift/sectorcipher"
 )
@@ -172,7 +173,7 @@ func TestInterruptResumeEveryWindow(t *testing.T) {
 				}}
 				res, err := Convert(ctx, f.target(), f.config(mode), Options{Hooks: hooks})
 				if stop < 6 {
-					if !errors.Is(err, ErrPaused) {
+					if !errors.Is(err, errclass.Paused) {
 						t.Fatalf("want pause, got %v", err)
 					}
 					if res.Header.State != header.StatePaused || res.Header.Done != stop {
@@ -209,8 +210,8 @@ func TestRefusals(t *testing.T) {
 		cfg := f.config("journal")
 		cfg.Old.Key = key(64, 99)
 		_, err := Convert(context.Background(), f.target(), cfg, Options{})
-		if !errors.Is(err, ErrWrongKey) {
-			t.Fatalf("want ErrWrongKey, got %v", err)
+		if !errors.Is(err, errclass.WrongKey) {
+			t.Fatalf("want errclass.WrongKey, got %v", err)
 		}
 		if devHash(f.dev) != before {
 			t.Fatal("device changed")
@@ -221,8 +222,8 @@ func TestRefusals(t *testing.T) {
 		before := devHash(f.dev)
 		cfg := f.config("journal")
 		cfg.Old = Side{Cipher: "none"}
-		if _, err := Convert(context.Background(), f.target(), cfg, Options{}); !errors.Is(err, ErrWrongKey) {
-			t.Fatalf("want ErrWrongKey, got %v", err)
+		if _, err := Convert(context.Background(), f.target(), cfg, Options{}); !errors.Is(err, errclass.WrongKey) {
+			t.Fatalf("want errclass.WrongKey, got %v", err)
 		}
 		if devHash(f.dev) != before {
 			t.Fatal("device changed")
@@ -233,8 +234,8 @@ func TestRefusals(t *testing.T) {
 		before := devHash(f.dev)
 		cfg := f.config("journal")
 		cfg.New = cfg.Old
-		if _, err := Convert(context.Background(), f.target(), cfg, Options{}); !errors.Is(err, ErrRefused) {
-			t.Fatalf("want ErrRefused, got %v", err)
+		if _, err := Convert(context.Background(), f.target(), cfg, Options{}); !errors.Is(err, errclass.Refused) {
+			t.Fatalf("want errclass.Refused, got %v", err)
 		}
 		if devHash(f.dev) != before {
 			t.Fatal("device changed")
@@ -244,24 +245,24 @@ func TestRefusals(t *testing.T) {
 		f := fresh()
 		cfg := f.config("none")
 		cfg.Force = false
-		if _, err := Convert(context.Background(), f.target(), cfg, Options{}); !errors.Is(err, ErrRefused) {
-			t.Fatalf("want ErrRefused, got %v", err)
+		if _, err := Convert(context.Background(), f.target(), cfg, Options{}); !errors.Is(err, errclass.Refused) {
+			t.Fatalf("want errclass.Refused, got %v", err)
 		}
 	})
 	t.Run("key of wrong length", func(t *testing.T) {
 		f := fresh()
 		cfg := f.config("journal")
 		cfg.New.Key = key(33, 1)
-		if _, err := Convert(context.Background(), f.target(), cfg, Options{}); !errors.Is(err, ErrUsage) {
-			t.Fatalf("want ErrUsage, got %v", err)
+		if _, err := Convert(context.Background(), f.target(), cfg, Options{}); !errors.Is(err, errclass.Usage) {
+			t.Fatalf("want errclass.Usage, got %v", err)
 		}
 	})
 	t.Run("data runs into metadata", func(t *testing.T) {
 		f := fresh()
 		cfg := f.config("journal")
 		cfg.DataSize = 4<<20 - 4096
-		if _, err := Convert(context.Background(), f.target(), cfg, Options{}); !errors.Is(err, ErrDevice) {
-			t.Fatalf("want ErrDevice, got %v", err)
+		if _, err := Convert(context.Background(), f.target(), cfg, Options{}); !errors.Is(err, errclass.Device) {
+			t.Fatalf("want errclass.Device, got %v", err)
 		}
 	})
 	// Resume refusals: start, pause after two windows, then resume wrongly.
@@ -273,7 +274,7 @@ func TestRefusals(t *testing.T) {
 				cancel()
 			}
 		}}})
-		if !errors.Is(err, ErrPaused) {
+		if !errors.Is(err, errclass.Paused) {
 			t.Fatal(err)
 		}
 		return f
@@ -282,12 +283,12 @@ func TestRefusals(t *testing.T) {
 		mut  func(*Config)
 		want error
 	}{
-		"wrong new key on resume": {func(c *Config) { c.New.Key = key(32, 77) }, ErrWrongKey},
-		"wrong old key on resume": {func(c *Config) { c.Old.Key = key(64, 77) }, ErrWrongKey},
-		"other cipher on resume":  {func(c *Config) { c.New.Cipher = "aes-cbc-plain64" }, ErrConflict},
-		"other mode on resume":    {func(c *Config) { c.Mode = "checksum" }, ErrConflict},
-		"other window on resume":  {func(c *Config) { c.Window = 2 * testWindow }, ErrConflict},
-		"other sector size":       {func(c *Config) { c.New.SectorSize = 4096 }, ErrConflict},
+		"wrong new key on resume": {func(c *Config) { c.New.Key = key(32, 77) }, errclass.WrongKey},
+		"wrong old key on resume": {func(c *Config) { c.Old.Key = key(64, 77) }, errclass.WrongKey},
+		"other cipher on resume":  {func(c *Config) { c.New.Cipher = "aes-cbc-plain64" }, errclass.Conflict},
+		"other mode on resume":    {func(c *Config) { c.Mode = "checksum" }, errclass.Conflict},
+		"other window on resume":  {func(c *Config) { c.Window = 2 * testWindow }, errclass.Conflict},
+		"other sector size":       {func(c *Config) { c.New.SectorSize = 4096 }, errclass.Conflict},
 	} {
 		t.Run(name, func(t *testing.T) {
 			f := paused(t)
@@ -324,8 +325,8 @@ func TestRefusals(t *testing.T) {
 		cfg := f.config("journal")
 		cfg.New = Side{Cipher: "none"}
 		_, err = Convert(context.Background(), f.target(), cfg, Options{})
-		if !errors.Is(err, ErrHeader) {
-			t.Fatalf("want ErrHeader, got %v", err)
+		if !errors.Is(err, errclass.Header) {
+			t.Fatalf("want errclass.Header, got %v", err)
 		}
 		if devHash(f.dev) != before {
 			t.Fatal("device changed")
@@ -346,15 +347,15 @@ func TestSeparateMetadataAndWrongDevice(t *testing.T) {
 			cancel()
 		}
 	}}})
-	if !errors.Is(err, ErrPaused) {
+	if !errors.Is(err, errclass.Paused) {
 		t.Fatal(err)
 	}
 	// Another device of the same size: the identity check must refuse it.
 	other := newFixture(t, old, nw, 0, 8*testWindow, 8*testWindow)
 	copy(other.dev.Bytes(), plaintext(8*testWindow, 99))
 	before := devHash(other.dev)
-	if _, err := Convert(context.Background(), Target{Data: other.dev, Meta: meta}, cfg, Options{}); !errors.Is(err, ErrDevice) {
-		t.Fatalf("want ErrDevice, got %v", err)
+	if _, err := Convert(context.Background(), Target{Data: other.dev, Meta: meta}, cfg, Options{}); !errors.Is(err, errclass.Device) {
+		t.Fatalf("want errclass.Device, got %v", err)
 	}
 	if devHash(other.dev) != before {
 		t.Fatal("wrong device changed")
@@ -396,8 +397,8 @@ func TestCompletedConversionRerunAndChain(t *testing.T) {
 	before = devHash(f.dev)
 	cfg.Old = a.cfg()
 	cfg.New = side{cipher: "aes-xts-plain64", key: key(64, 44), ss: 512}.cfg()
-	if _, err := Convert(context.Background(), f.target(), cfg, Options{}); !errors.Is(err, ErrRefused) {
-		t.Fatalf("want ErrRefused, got %v", err)
+	if _, err := Convert(context.Background(), f.target(), cfg, Options{}); !errors.Is(err, errclass.Refused) {
+		t.Fatalf("want errclass.Refused, got %v", err)
 	}
 	if devHash(f.dev) != before {
 		t.Fatal("refused request wrote to the device")
@@ -414,8 +415,8 @@ func TestJournalDefaultWindowFitsTheLog(t *testing.T) {
 	before := devHash(f.dev)
 	explicit := cfg
 	explicit.Window = DefaultWindow
-	if _, err := Convert(context.Background(), f.target(), explicit, Options{}); !errors.Is(err, ErrUsage) {
-		t.Fatalf("an explicit window the log cannot hold: want ErrUsage, got %v", err)
+	if _, err := Convert(context.Background(), f.target(), explicit, Options{}); !errors.Is(err, errclass.Usage) {
+		t.Fatalf("an explicit window the log cannot hold: want errclass.Usage, got %v", err)
 	}
 	if devHash(f.dev) != before {
 		t.Fatal("refused request wrote to the device")

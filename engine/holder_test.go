@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/cryptshift/cryptshift/blockdev"
+	"github.com/cryptshift/cryptshift/errclass"
 )
 
 // fakeHolder checks, at each Release, that the window is already committed
@@ -91,8 +92,8 @@ func TestHolderAbortsOnError(t *testing.T) {
 	tgt := Target{Data: dev, Meta: dev, MetaOnData: true}
 	h := &fakeHolder{t: t, tgt: tgt}
 	_, err := Convert(context.Background(), tgt, f.config("journal"), Options{Holder: h})
-	if !errors.Is(err, ErrIO) {
-		t.Fatalf("want ErrIO, got %v", err)
+	if !errors.Is(err, errclass.IO) {
+		t.Fatalf("want errclass.IO, got %v", err)
 	}
 	if fmt.Sprint(h.aborted) != "[1]" {
 		t.Fatalf("aborted %v, want [1]; events %v", h.aborted, h.events)

@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 
+	"github.com/cryptshift/cryptshift/errclass"
 	"github.com/cryptshift/cryptshift/header"
 	"github.com/cryptshift/cryptshift/wal"
 )
@@ -32,7 +33,7 @@ func (o *Opened) Records() ([]wal.Record, error) {
 	log := wal.New(o.c.t.Meta, int64(h.LogOffset), int64(h.LogSize), h.UUID, o.c.macKey, int64(h.LogHeadOff), h.LogHeadSeq)
 	recs, err := log.Scan()
 	if err != nil {
-		return nil, ioErr("scan log", err)
+		return nil, errclass.IOf("scan log", err)
 	}
 	return recs, nil
 }
@@ -66,7 +67,7 @@ func (o *Opened) CheckWindow(w uint64) (DigestState, error) {
 	start, n := c.windowRange(w)
 	buf := make([]byte, n)
 	if _, err := c.t.Data.ReadAt(buf, int64(c.h.NewOffset)+start); err != nil {
-		return 0, ioErr(fmt.Sprintf("read window %d", w), err)
+		return 0, errclass.IOf(fmt.Sprintf("read window %d", w), err)
 	}
 	if header.DigestEntry(c.macKey, w, c.plainDigest(buf, w, start, c.newC)) != entry {
 		return DigestMismatch, nil
@@ -91,7 +92,7 @@ func (o *Opened) RepairHeader() (int, error) {
 		}
 	}
 	if good < 0 {
-		return -1, fmt.Errorf("%w: repair header: no copy holds the authenticated header", ErrHeader)
+		return -1, fmt.Errorf("%w: repair header: no copy holds the authenticated header", errclass.Header)
 	}
 	bad := 1 - good
 	if o.CopyAuthentic(bad) && sameApartFromSeq(s.Copies[bad].Header, o.c.h) {
@@ -100,11 +101,11 @@ func (o *Opened) RepairHeader() (int, error) {
 	// Commit writes the slot not holding the newest authenticated copy
 	// (Current found it when the conversion was opened): the damaged one.
 	if next := s.NextSlot(); next != bad {
-		return -1, fmt.Errorf("%w: repair header: the next commit would overwrite copy %d, the authenticated one", ErrHeader, next)
+		return -1, fmt.Errorf("%w: repair header: the next commit would overwrite copy %d, the authenticated one", errclass.Header, next)
 	}
 	h := *o.c.h
 	if err := s.Commit(&h, o.c.macKey); err != nil {
-		return -1, ioErr("repair header", err)
+		return -1, errclass.IOf("repair header", err)
 	}
 	o.c.h = &h
 	return bad, nil

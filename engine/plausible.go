@@ -2,6 +2,8 @@ package engine
 
 import (
 	"fmt"
+
+	"github.com/cryptshift/cryptshift/errclass"
 )
 
 // plausibleSamples is how many old-mapping sectors are decrypted before a
@@ -54,7 +56,7 @@ func (c *conv) checkPlausible() error {
 		}
 		off := idx * ss
 		if _, err := c.t.Data.ReadAt(buf, int64(c.h.OldOffset)+off); err != nil {
-			return ioErr("read sample for the key check", err)
+			return errclass.IOf("read sample for the key check", err)
 		}
 		c.oldC.Decrypt(buf, uint64(off)/512)
 		if !looksRandom(buf) {
@@ -66,5 +68,5 @@ func (c *conv) checkPlausible() error {
 	if c.h.Old.Cipher == "none" {
 		what = "looks like ciphertext, not plaintext"
 	}
-	return fmt.Errorf("%w: with the old mapping (%s), every one of %d sampled sectors %s: wrong --old-key-file or --old-cipher? (--force converts anyway)", ErrWrongKey, c.h.Old.Cipher, seen, what)
+	return fmt.Errorf("%w: with the old mapping (%s), every one of %d sampled sectors %s: wrong --old-key-file or --old-cipher? (--force converts anyway)", errclass.WrongKey, c.h.Old.Cipher, seen, what)
 }

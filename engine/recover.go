@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/cryptshift/cryptshift/errclass"
 	"github.com/cryptshift/cryptshift/header"
 	"github.com/cryptshift/cryptshift/wal"
 )
@@ -60,31 +61,31 @@ func openExisting(t Target, oldKey, newKey []byte, opts Options) (*conv, error) 
 
 func readHeader(t Target) (*header.Store, error) {
 	if t.Data == nil || t.Meta == nil {
-		return nil, fmt.Errorf("%w: no device", ErrUsage)
+		return nil, fmt.Errorf("%w: no device", errclass.Usage)
 	}
 	store, err := header.ReadStore(t.Meta)
 	if err != nil {
-		return nil, ioErr("read header", err)
+		return nil, errclass.IOf("read header", err)
 	}
 	return store, nil
 }
 
 func headerErr(err error) error {
 	if errors.Is(err, header.ErrNoHeader) {
-		return fmt.Errorf("%w: no cryptshift header found (no conversion was started on this device, or --metadata is missing)", ErrHeader)
+		return fmt.Errorf("%w: no cryptshift header found (no conversion was started on this device, or --metadata is missing)", errclass.Header)
 	}
-	return fmt.Errorf("%w: %w", ErrHeader, err)
+	return fmt.Errorf("%w: %w", errclass.Header, err)
 }
 
 func (c *conv) recover(ro RecoverOptions) (*RecoverResult, error) {
 	res := &RecoverResult{Header: c.h, Action: "nothing to do: no window was in flight"}
 	recs, err := c.log.Scan()
 	if err != nil {
-		return nil, ioErr("scan log", err)
+		return nil, errclass.IOf("scan log", err)
 	}
 	if c.h.State != header.StateInProgress {
 		if len(recs) > 0 {
-			return nil, fmt.Errorf("%w: log records follow a %s header", ErrHeader, c.h.State)
+			return nil, fmt.Errorf("%w: log records follow a %s header", errclass.Header, c.h.State)
 		}
 		return res, nil
 	}
@@ -96,10 +97,10 @@ func (c *conv) recover(ro RecoverOptions) (*RecoverResult, error) {
 		// Records are authentic (MAC), so an inconsistency here is a bug or
 		// a mix of metadata from two devices, never something to act on.
 		if r.Done < done || r.Done > total || (r.Type != wal.TypeProgress && r.Done == total) {
-			return nil, fmt.Errorf("%w: log record %d claims progress %d after %d of %d windows", ErrHeader, r.Seq, r.Done, done, total)
+			return nil, fmt.Errorf("%w: log record %d claims progress %d after %d of %d windows", errclass.Header, r.Seq, r.Done, done, total)
 		}
 		if wrongType(c.h.Mode, r.Type) {
-			return nil, fmt.Errorf("%w: %s record in a %s conversion", ErrHeader, r.Type, c.h.Mode)
+			return nil, fmt.Errorf("%w: %s record in a %s conversion", errclass.Header, r.Type, c.h.Mode)
 		}
 		done = r.Done
 		last = r
@@ -186,11 +187,11 @@ func (c *conv) redoJournal(r wal.Record) error {
 	w := c.windowAt(r.Done)
 	start, n := c.windowRange(w)
 	if int64(r.PayloadLen) != n {
-		return fmt.Errorf("%w: journal record %d holds %d bytes for a %d-byte window", ErrHeader, r.Seq, r.PayloadLen, n)
+		return fmt.Errorf("%w: journal record %d holds %d bytes for a %d-byte window", errclass.Header, r.Seq, r.PayloadLen, n)
 	}
 	backup, err := c.log.Payload(r)
 	if err != nil {
-		return ioErr("read journal", err)
+		return errclass.IOf("read journal", err)
 	}
 	d := c.transform(backup, w, start, r.Done, nil, 0)
 	if err := c.writeWindow(w, start, backup, d); err != nil {
@@ -207,15 +208,15 @@ func (c *conv) redoChecksum(r wal.Record, accept bool) (*DamageError, error) {
 	u := c.unit()
 	units := n / u
 	if int64(r.PayloadLen) != units*hashEntry {
-		return nil, fmt.Errorf("%w: checksum record %d holds %d bytes for %d units", ErrHeader, r.Seq, r.PayloadLen, units)
+		return nil, fmt.Errorf("%w: checksum record %d holds %d bytes for %d units", errclass.Header, r.Seq, r.PayloadLen, units)
 	}
 	hashes, err := c.log.Payload(r)
 	if err != nil {
-		return nil, ioErr("read checksum record", err)
+		return nil, errclass.IOf("read checksum record", err)
 	}
 	buf := make([]byte, n)
 	if _, err := c.t.Data.ReadAt(buf, int64(c.h.NewOffset)+start); err != nil {
-		return nil, ioErr(fmt.Sprintf("read window %d", w), err)
+		return nil, errclass.IOf(fmt.Sprintf("read window %d", w), err)
 	}
 	var dmg *DamageError
 	changed := false
@@ -250,12 +251,12 @@ func (c *conv) redoChecksum(r wal.Record, accept bool) (*DamageError, error) {
 	d := c.plainDigest(buf, w, start, c.newC)
 	if changed {
 		if _, err := c.t.Data.WriteAt(buf, int64(c.h.NewOffset)+start); err != nil {
-			return nil, ioErr(fmt.Sprintf("write window %d", w), err)
+			return nil, errclass.IOf(fmt.Sprintf("write window %d", w), err)
 		}
 	}
 	e := header.DigestEntry(c.macKey, w, d)
 	if _, err := c.t.Meta.WriteAt(e[:], c.digestOffset(w)); err != nil {
-		return nil, ioErr("write digest", err)
+		return nil, errclass.IOf("write digest", err)
 	}
 	return dmg, c.flushData("recover-checksum-data")
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/cryptshift/cryptshift/blockdev"
+	"github.com/cryptshift/cryptshift/errclass"
 )
 
 // countingDev counts the bytes read through it.
@@ -56,7 +57,7 @@ func recoveryReads(t *testing.T, dataSize int64) int64 {
 		Mode: "journal", Window: testWindow, MetaSize: testMeta * 8}
 	fd := failWindow1{f}
 	_, err = Convert(context.Background(), Target{Data: fd, Meta: fd, MetaOnData: true}, cfg, Options{})
-	if !errors.Is(err, ErrIO) {
+	if !errors.Is(err, errclass.IO) {
 		t.Fatalf("want the injected I/O error, got %v", err)
 	}
 	cd := &countingDev{Device: f}

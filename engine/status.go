@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"github.com/cryptshift/cryptshift/errclass"
 	"github.com/cryptshift/cryptshift/header"
 	"github.com/cryptshift/cryptshift/wal"
 )
@@ -41,7 +42,7 @@ func ReadStatus(t Target) (*Status, error) {
 	log := wal.New(t.Meta, int64(h.LogOffset), int64(h.LogSize), h.UUID, nil, int64(h.LogHeadOff), h.LogHeadSeq)
 	recs, err := log.Scan()
 	if err != nil {
-		return nil, ioErr("scan log", err)
+		return nil, errclass.IOf("scan log", err)
 	}
 	st.Records = len(recs)
 	if n := len(recs); n > 0 && recs[n-1].Done <= st.Total {

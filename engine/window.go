@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/cryptshift/cryptshift/blockdev"
+	"github.com/cryptshift/cryptshift/errclass"
 	"github.com/cryptshift/cryptshift/header"
 	"github.com/cryptshift/cryptshift/sectorcipher"
 	"github.com/cryptshift/cryptshift/wal"
@@ -81,7 +82,7 @@ func (c *conv) prepare(j uint64) *prepared {
 		go func() {
 			defer close(p.done)
 			if _, err := po.ReadAt(p.cur, start); err != nil {
-				p.err = ioErr(fmt.Sprintf("read window %d through the old mapping", w), err)
+				p.err = errclass.IOf(fmt.Sprintf("read window %d through the old mapping", w), err)
 				return
 			}
 			p.digest = c.digestPlain(p.cur, w)
@@ -95,7 +96,7 @@ func (c *conv) prepare(j uint64) *prepared {
 			dst = p.old
 		}
 		if _, err := dev.ReadAt(dst, off); err != nil {
-			p.err = ioErr(fmt.Sprintf("read window %d", w), err)
+			p.err = errclass.IOf(fmt.Sprintf("read window %d", w), err)
 			return
 		}
 		if keepOld {
@@ -230,7 +231,7 @@ func (c *conv) digestOffset(w uint64) int64 {
 func (c *conv) readDigest(w uint64) ([header.DigestEntrySize]byte, error) {
 	var e [header.DigestEntrySize]byte
 	if _, err := c.t.Meta.ReadAt(e[:], c.digestOffset(w)); err != nil {
-		return e, ioErr("read digest table", err)
+		return e, errclass.IOf("read digest table", err)
 	}
 	return e, nil
 }
@@ -243,11 +244,11 @@ func (c *conv) writeWindow(w uint64, start int64, buf []byte, digest [32]byte) e
 		dev, off = c.plainNew, start // buf is plaintext; dev encrypts it
 	}
 	if _, err := dev.WriteAt(buf, off); err != nil {
-		return ioErr(fmt.Sprintf("write window %d", w), err)
+		return errclass.IOf(fmt.Sprintf("write window %d", w), err)
 	}
 	e := header.DigestEntry(c.macKey, w, digest)
 	if _, err := c.t.Meta.WriteAt(e[:], c.digestOffset(w)); err != nil {
-		return ioErr(fmt.Sprintf("write digest of window %d", w), err)
+		return errclass.IOf(fmt.Sprintf("write digest of window %d", w), err)
 	}
 	return nil
 }
@@ -283,7 +284,7 @@ func (c *conv) appendRecord(t wal.Type, done uint64, payload []byte) error {
 		}
 	}
 	if _, err := c.log.Append(t, done, payload); err != nil {
-		return ioErr("append log record", err)
+		return errclass.IOf("append log record", err)
 	}
 	return nil
 }
@@ -303,7 +304,7 @@ func (c *conv) checkpoint(done uint64, state header.State) error {
 	// (not a crash: media decay) cannot fall back to a stale checkpoint
 	// whose log has since been overwritten.
 	if err := c.store.CommitBoth(&h, c.macKey); err != nil {
-		return ioErr("commit header", err)
+		return errclass.IOf("commit header", err)
 	}
 	c.h = &h
 	c.log.Reset()
@@ -434,7 +435,7 @@ func (c *conv) run(ctx context.Context, resumed bool) error {
 			if err := c.checkpoint(done, header.StatePaused); err != nil {
 				return err
 			}
-			return fmt.Errorf("%w after %d of %d windows", ErrPaused, done, total)
+			return fmt.Errorf("%w after %d of %d windows", errclass.Paused, done, total)
 		}
 		cur := ahead
 		ahead = nil

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cryptshift/cryptshift/dm"
 	"github.com/cryptshift/cryptshift/engine"
+	"github.com/cryptshift/cryptshift/errclass"
 	"github.com/cryptshift/cryptshift/header"
 	"github.com/cryptshift/cryptshift/wal"
 )
@@ -164,7 +165,7 @@ func Audit(ctx context.Context, t engine.Target, oldKey, newKey []byte, o Option
 	if o.Data {
 		for step := uint64(0); step < done; step++ {
 			if err := ctx.Err(); err != nil {
-				return r, fmt.Errorf("audit interrupted: %w: %w", engine.ErrPaused, err)
+				return r, fmt.Errorf("audit interrupted: %w: %w", errclass.Paused, err)
 			}
 			w := op.WindowAt(step)
 			st, err := op.CheckWindow(w)

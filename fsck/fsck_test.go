@@ -11,6 +11,7 @@ import (
 
 	"github.com/cryptshift/cryptshift/blockdev"
 	"github.com/cryptshift/cryptshift/engine"
+	"github.com/cryptshift/cryptshift/errclass"
 	"github.com/cryptshift/cryptshift/header"
 	"github.com/cryptshift/cryptshift/sectorcipher"
 )
@@ -58,7 +59,7 @@ func converted(t *testing.T, stop uint64) *blockdev.Mem {
 			cancel()
 		}
 	}}})
-	if stop == 0 && err != nil || stop != 0 && !errors.Is(err, engine.ErrPaused) {
+	if stop == 0 && err != nil || stop != 0 && !errors.Is(err, errclass.Paused) {
 		t.Fatalf("convert: %v", err)
 	}
 	return m
@@ -104,7 +105,7 @@ func TestPausedConversionChecksOnlyConvertedWindows(t *testing.T) {
 func TestWrongKeyIsAnError(t *testing.T) {
 	m := converted(t, 0)
 	_, err := Audit(context.Background(), target(m), oldKey, bytesOf(64, 9), Options{})
-	if !errors.Is(err, engine.ErrWrongKey) {
+	if !errors.Is(err, errclass.WrongKey) {
 		t.Fatalf("want ErrWrongKey, got %v", err)
 	}
 }
@@ -236,7 +237,7 @@ func TestBothCopiesDamagedNotRepaired(t *testing.T) {
 	slot(m.Bytes(), 1)[300] ^= 0xff
 	before := bytes.Clone(m.Bytes())
 	_, err := Audit(context.Background(), target(m), oldKey, newKey, Options{Repair: true})
-	if !errors.Is(err, engine.ErrHeader) {
+	if !errors.Is(err, errclass.Header) {
 		t.Fatalf("want ErrHeader, got %v", err)
 	}
 	if !bytes.Equal(before, m.Bytes()) {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"sync"
 
+	"github.com/cryptshift/cryptshift/errclass"
 	"github.com/urfave/cli/v2"
 )
 
@@ -53,7 +54,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Writer:                stdout,
 		ErrWriter:             stderr,
 		HideVersion:           true,
-		CustomAppHelpTemplate: cli.AppHelpTemplate + "\n" + exitCodeHelp(),
+		CustomAppHelpTemplate: cli.AppHelpTemplate + "\n" + errclass.Help(),
 		// Exit codes are cryptshift's own (see exitcodes.go): the library
 		// must neither exit nor print usage errors itself.
 		ExitErrHandler: func(*cli.Context, error) {},

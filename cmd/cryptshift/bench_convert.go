@@ -21,6 +21,7 @@ import (
 
 	"github.com/cryptshift/cryptshift/blockdev"
 	"github.com/cryptshift/cryptshift/engine"
+	"github.com/cryptshift/cryptshift/errclass"
 	"github.com/cryptshift/cryptshift/sectorcipher"
 )
 
@@ -217,11 +218,11 @@ func benchChildCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			oldKey, err := os.ReadFile(c.String("old-key-file"))
 			if err != nil {
-				return fmt.Errorf("%w: %w", engine.ErrUsage, err)
+				return fmt.Errorf("%w: %w", errclass.Usage, err)
 			}
 			newKey, err := os.ReadFile(c.String("new-key-file"))
 			if err != nil {
-				return fmt.Errorf("%w: %w", engine.ErrUsage, err)
+				return fmt.Errorf("%w: %w", errclass.Usage, err)
 			}
 			off := c.Int64("data-offset")
 			mode := c.String("mode")
@@ -235,7 +236,7 @@ func benchChildCommand() *cli.Command {
 			}
 			d, err := blockdev.Open(c.String("image"), blockdev.Options{Exclusive: true, Direct: true})
 			if err != nil {
-				return fmt.Errorf("%w: %w", engine.ErrDevice, err)
+				return fmt.Errorf("%w: %w", errclass.Device, err)
 			}
 			defer d.Close()
 			start := time.Now()
@@ -319,7 +320,7 @@ func runConvertBench(ctx context.Context, p convertParams, progress io.Writer) (
 	}
 	work, err := os.MkdirTemp(p.dir, "cryptshift-bench-")
 	if err != nil {
-		return nil, fmt.Errorf("%w: bench directory: %w", engine.ErrDevice, err)
+		return nil, fmt.Errorf("%w: bench directory: %w", errclass.Device, err)
 	}
 	defer os.RemoveAll(work)
 	rep := &convertReport{Dir: work, FSType: fsType(work), ImageSize: p.size, DataSize: dataSize,

@@ -15,6 +15,7 @@ import (
 	"github.com/cryptshift/cryptshift/blockdev"
 	"github.com/cryptshift/cryptshift/dm"
 	"github.com/cryptshift/cryptshift/engine"
+	"github.com/cryptshift/cryptshift/errclass"
 	"github.com/cryptshift/cryptshift/header"
 )
 
@@ -132,7 +133,7 @@ func convertAction(c *cli.Context, stderr io.Writer) error {
 	}
 	// A metadata file that never received a header (refused, wrong key)
 	// is removed, so that retrying with corrected flags starts clean.
-	cleanup(err != nil && !errors.Is(err, engine.ErrPaused) && !hasHeader(t.Meta))
+	cleanup(err != nil && !errors.Is(err, errclass.Paused) && !hasHeader(t.Meta))
 	if holder != nil && holder.o != nil {
 		printStalls(c.App.Writer, holder.o.Stats())
 		if err != nil {
@@ -162,7 +163,7 @@ func finishOnline(c *cli.Context, h *onlineHolder, res *engine.Result) error {
 		return nil
 	}
 	if err := h.o.Finish(); err != nil {
-		return fmt.Errorf("%w: the data is converted, but %s could not be switched to a single new target: %w (run `cryptshift recover --activate`)", engine.ErrDevice, h.name, err)
+		return fmt.Errorf("%w: the data is converted, but %s could not be switched to a single new target: %w (run `cryptshift recover --activate`)", errclass.Device, h.name, err)
 	}
 	if dest := c.String("new-like"); dest != "" {
 		if err := dm.Remove(dest); err != nil {
@@ -180,7 +181,7 @@ func runConvert(ctx context.Context, t engine.Target, cfg engine.Config, opts en
 	case err == nil:
 		m.finished()
 		return res, nil
-	case errors.Is(err, engine.ErrPaused) && res != nil && res.Header != nil:
+	case errors.Is(err, errclass.Paused) && res != nil && res.Header != nil:
 		m.paused(res.Header.Done, res.Header.Windows())
 		return res, reported{err}
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cryptshift/cryptshift/blockdev"
 	"github.com/cryptshift/cryptshift/engine"
+	"github.com/cryptshift/cryptshift/errclass"
 	"github.com/cryptshift/cryptshift/fsck"
 	"github.com/cryptshift/cryptshift/sectorcipher"
 )
@@ -113,7 +114,7 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, p demoParams) error 
 	dataSize := p.size - metaSize
 	work, err := os.MkdirTemp(p.dir, "cryptshift-demo-")
 	if err != nil {
-		return fmt.Errorf("%w: demo directory: %w", engine.ErrDevice, err)
+		return fmt.Errorf("%w: demo directory: %w", errclass.Device, err)
 	}
 	defer os.RemoveAll(work)
 	img := work + "/disk.img"
@@ -162,7 +163,7 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, p demoParams) error 
 	}
 	start := time.Now()
 	if _, err := runConvert(ctx, t, cfg, engine.Options{Progress: m.Update}, m); err != nil {
-		if errors.Is(err, engine.ErrPaused) {
+		if errors.Is(err, errclass.Paused) {
 			fmt.Fprintln(stderr, "Demo interrupted; removing its files.")
 		}
 		return err
@@ -189,11 +190,11 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, p demoParams) error 
 func writeDemoImage(path string, size, dataSize int64, c sectorcipher.Cipher) error {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return fmt.Errorf("%w: create demo image: %w", engine.ErrDevice, err)
+		return fmt.Errorf("%w: create demo image: %w", errclass.Device, err)
 	}
 	defer f.Close()
 	if err := f.Truncate(size); err != nil {
-		return fmt.Errorf("%w: size demo image: %w", engine.ErrIO, err)
+		return fmt.Errorf("%w: size demo image: %w", errclass.IO, err)
 	}
 	buf := make([]byte, 1<<20)
 	for off := int64(0); off < dataSize; off += int64(len(buf)) {
@@ -201,11 +202,11 @@ func writeDemoImage(path string, size, dataSize int64, c sectorcipher.Cipher) er
 		demoPlain(b, off)
 		c.Encrypt(b, uint64(off/512))
 		if _, err := f.WriteAt(b, off); err != nil {
-			return fmt.Errorf("%w: write demo image: %w", engine.ErrIO, err)
+			return fmt.Errorf("%w: write demo image: %w", errclass.IO, err)
 		}
 	}
 	if err := f.Sync(); err != nil {
-		return fmt.Errorf("%w: sync demo image: %w", engine.ErrIO, err)
+		return fmt.Errorf("%w: sync demo image: %w", errclass.IO, err)
 	}
 	return f.Close()
 }
@@ -224,14 +225,14 @@ func timeInPlaceCopy(path string, dataSize, window int64) (time.Duration, error)
 	for off := int64(0); off < dataSize; off += window {
 		b := buf[:min(window, dataSize-off)]
 		if _, err := d.ReadAt(b, off); err != nil {
-			return 0, fmt.Errorf("%w: copy: %w", engine.ErrIO, err)
+			return 0, fmt.Errorf("%w: copy: %w", errclass.IO, err)
 		}
 		if _, err := d.WriteAt(b, off); err != nil {
-			return 0, fmt.Errorf("%w: copy: %w", engine.ErrIO, err)
+			return 0, fmt.Errorf("%w: copy: %w", errclass.IO, err)
 		}
 	}
 	if err := d.Flush(); err != nil {
-		return 0, fmt.Errorf("%w: copy: %w", engine.ErrIO, err)
+		return 0, fmt.Errorf("%w: copy: %w", errclass.IO, err)
 	}
 	return time.Since(start), nil
 }
@@ -244,7 +245,7 @@ func compareDemo(d blockdev.Device, dataSize int64, c sectorcipher.Cipher) error
 	for off := int64(0); off < dataSize; off += int64(len(got)) {
 		n := min(int64(len(got)), dataSize-off)
 		if _, err := d.ReadAt(got[:n], off); err != nil {
-			return fmt.Errorf("%w: read back: %w", engine.ErrIO, err)
+			return fmt.Errorf("%w: read back: %w", errclass.IO, err)
 		}
 		c.Decrypt(got[:n], uint64(off/512))
 		demoPlain(want[:n], off)
@@ -253,7 +254,7 @@ func compareDemo(d blockdev.Device, dataSize int64, c sectorcipher.Cipher) error
 			for got[i] == want[i] {
 				i++
 			}
-			return fmt.Errorf("%w: demo data differs from the original at byte %d", engine.ErrDamaged, off+int64(i))
+			return fmt.Errorf("%w: demo data differs from the original at byte %d", errclass.Damaged, off+int64(i))
 		}
 	}
 	return nil

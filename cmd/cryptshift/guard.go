@@ -16,6 +16,7 @@ import (
 	"github.com/cryptshift/cryptshift/blockdev"
 	"github.com/cryptshift/cryptshift/dm"
 	"github.com/cryptshift/cryptshift/engine"
+	"github.com/cryptshift/cryptshift/errclass"
 )
 
 // onlineWorkerEnv marks the process that runs an online conversion under
@@ -43,10 +44,10 @@ var errWorkerKilled = errors.New("the conversion process was killed")
 // leaves the window to `recover --activate`.
 func guardOnline(c *cli.Context, stderr io.Writer, name, dev string) error {
 	if _, err := dm.Table(name); err != nil {
-		return fmt.Errorf("%w: --online %s: %w", engine.ErrDevice, name, err)
+		return fmt.Errorf("%w: --online %s: %w", errclass.Device, name, err)
 	}
 	if err := dm.LockMemory(); err != nil {
-		return fmt.Errorf("%w: lock memory (needed so the tool cannot stall on the window it holds): %w", engine.ErrDevice, err)
+		return fmt.Errorf("%w: lock memory (needed so the tool cannot stall on the window it holds): %w", errclass.Device, err)
 	}
 	defer dm.UnlockMemory()
 	exe, err := os.Executable()
@@ -132,7 +133,7 @@ func healOnline(c *cli.Context, name, dev string) (string, error) {
 	cleanup(false)
 	unlock()
 	switch {
-	case errors.Is(serr, engine.ErrHeader):
+	case errors.Is(serr, errclass.Header):
 		// Killed before the first header: nothing was held or written.
 		return fmt.Sprintf("no conversion was recorded yet; %s is unchanged", name), nil
 	case serr != nil:

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cryptshift/cryptshift/engine"
+	"github.com/cryptshift/cryptshift/errclass"
 	"golang.org/x/sys/unix"
 )
 
@@ -43,7 +43,7 @@ func TestReadKeyFile(t *testing.T) {
 		"directory": dir,
 	} {
 		_, err := readKeyFile("old-key-file", path)
-		if !errors.Is(err, engine.ErrUsage) {
+		if !errors.Is(err, errclass.Usage) {
 			t.Errorf("%s: got %v, want a usage error", name, err)
 		}
 	}
@@ -69,7 +69,7 @@ func TestReadKeyFileRefusesTerminal(t *testing.T) {
 	if !isTerminal(fd) {
 		t.Fatal("isTerminal(ptmx) = false")
 	}
-	if _, err := readKeyFile("new-key-file", pts); !errors.Is(err, engine.ErrUsage) || !strings.Contains(err.Error(), "is a terminal") {
+	if _, err := readKeyFile("new-key-file", pts); !errors.Is(err, errclass.Usage) || !strings.Contains(err.Error(), "is a terminal") {
 		t.Fatalf("key file %s: got %v, want a usage error", pts, err)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/cryptshift/cryptshift/blockdev"
 	"github.com/cryptshift/cryptshift/dm"
 	"github.com/cryptshift/cryptshift/engine"
+	"github.com/cryptshift/cryptshift/errclass"
 	"github.com/cryptshift/cryptshift/header"
 	"github.com/cryptshift/cryptshift/sectorcipher"
 )
@@ -121,14 +122,14 @@ func (h *onlineHolder) close() {
 func onlineTarget(name, dev, metaPath string, createMeta int64) (engine.Target, []dm.Target, func(bool), error) {
 	live, err := dm.Table(name)
 	if err != nil {
-		return engine.Target{}, nil, nil, fmt.Errorf("%w: --online %s: %w", engine.ErrDevice, name, err)
+		return engine.Target{}, nil, nil, fmt.Errorf("%w: --online %s: %w", errclass.Device, name, err)
 	}
 	if len(live) == 0 {
-		return engine.Target{}, nil, nil, fmt.Errorf("%w: --online %s has no live table", engine.ErrDevice, name)
+		return engine.Target{}, nil, nil, fmt.Errorf("%w: --online %s has no live table", errclass.Device, name)
 	}
 	devno, err := dm.DevNo(dev)
 	if err != nil {
-		return engine.Target{}, nil, nil, fmt.Errorf("%w: %w", engine.ErrDevice, err)
+		return engine.Target{}, nil, nil, fmt.Errorf("%w: %w", errclass.Device, err)
 	}
 	for _, t := range live {
 		seg, err := dm.ParseSegment(t)
@@ -136,10 +137,10 @@ func onlineTarget(name, dev, metaPath string, createMeta int64) (engine.Target, 
 			if t.Type == "linear" {
 				continue // a hold device; dm.NewOnline explains
 			}
-			return engine.Target{}, nil, nil, fmt.Errorf("%w: --online %s: %w", engine.ErrDevice, name, err)
+			return engine.Target{}, nil, nil, fmt.Errorf("%w: --online %s: %w", errclass.Device, name, err)
 		}
 		if seg.Device != devno && !sameFile(seg.Device, dev) {
-			return engine.Target{}, nil, nil, fmt.Errorf("%w: --online %s is served from %s, not from %s (%s)", engine.ErrDevice, name, seg.Device, dev, devno)
+			return engine.Target{}, nil, nil, fmt.Errorf("%w: --online %s is served from %s, not from %s (%s)", errclass.Device, name, seg.Device, dev, devno)
 		}
 	}
 	unlock, err := lockName(name)
@@ -149,7 +150,7 @@ func onlineTarget(name, dev, metaPath string, createMeta int64) (engine.Target, 
 	data, err := blockdev.Open(dev, blockdev.Options{Direct: true})
 	if err != nil {
 		unlock()
-		return engine.Target{}, nil, nil, fmt.Errorf("%w: %w", engine.ErrDevice, err)
+		return engine.Target{}, nil, nil, fmt.Errorf("%w: %w", errclass.Device, err)
 	}
 	if metaPath == "" {
 		return engine.Target{Data: data, Meta: data, MetaOnData: true}, live, func(bool) { data.Close(); unlock() }, nil
@@ -168,15 +169,15 @@ func onlineTarget(name, dev, metaPath string, createMeta int64) (engine.Target, 
 func lockName(name string) (func(), error) {
 	dir := "/run/cryptshift"
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("%w: lock directory: %w", engine.ErrDevice, err)
+		return nil, fmt.Errorf("%w: lock directory: %w", errclass.Device, err)
 	}
 	f, err := os.OpenFile(filepath.Join(dir, filepath.Base(name)+".lock"), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("%w: lock %s: %w", engine.ErrDevice, name, err)
+		return nil, fmt.Errorf("%w: lock %s: %w", errclass.Device, name, err)
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("%w: another cryptshift is working on %s: %w", engine.ErrDevice, name, blockdev.ErrInUse)
+		return nil, fmt.Errorf("%w: another cryptshift is working on %s: %w", errclass.Device, name, blockdev.ErrInUse)
 	}
 	return func() { f.Close() }, nil
 }
@@ -188,7 +189,7 @@ func lockName(name string) (func(), error) {
 func fillFromTable(cfg *engine.Config, live []dm.Target, t engine.Target, newLike string) (*int64, error) {
 	st, err := engine.ReadStatus(t)
 	resuming := err == nil
-	if err != nil && !errors.Is(err, engine.ErrHeader) {
+	if err != nil && !errors.Is(err, errclass.Header) {
 		return nil, err
 	}
 	if resuming {
@@ -209,11 +210,11 @@ func fillFromTable(cfg *engine.Config, live []dm.Target, t engine.Target, newLik
 		}
 	} else {
 		if len(live) != 1 {
-			return nil, fmt.Errorf("%w: --online: the table has %d targets and no conversion is recorded: it must be a single crypt or linear target", engine.ErrDevice, len(live))
+			return nil, fmt.Errorf("%w: --online: the table has %d targets and no conversion is recorded: it must be a single crypt or linear target", errclass.Device, len(live))
 		}
 		seg, err := dm.ParseSegment(live[0])
 		if err != nil {
-			return nil, fmt.Errorf("%w: --online: %w", engine.ErrDevice, err)
+			return nil, fmt.Errorf("%w: --online: %w", errclass.Device, err)
 		}
 		if err := sideFromMapping(&cfg.Old, "old", seg.Mapping); err != nil {
 			return nil, err
@@ -233,14 +234,14 @@ func fillFromTable(cfg *engine.Config, live []dm.Target, t engine.Target, newLik
 	}
 	dest, err := dm.Table(newLike)
 	if err != nil {
-		return nil, fmt.Errorf("%w: --new-like %s: %w", engine.ErrDevice, newLike, err)
+		return nil, fmt.Errorf("%w: --new-like %s: %w", errclass.Device, newLike, err)
 	}
 	if len(dest) != 1 {
-		return nil, fmt.Errorf("%w: --new-like %s must be a single target", engine.ErrDevice, newLike)
+		return nil, fmt.Errorf("%w: --new-like %s must be a single target", errclass.Device, newLike)
 	}
 	seg, err := dm.ParseSegment(dest[0])
 	if err != nil {
-		return nil, fmt.Errorf("%w: --new-like %s: %w", engine.ErrDevice, newLike, err)
+		return nil, fmt.Errorf("%w: --new-like %s: %w", errclass.Device, newLike, err)
 	}
 	if err := sideFromMapping(&cfg.New, "new", seg.Mapping); err != nil {
 		return nil, err
@@ -259,7 +260,7 @@ func sideFromMapping(s *engine.Side, name string, m sectorcipher.Mapping) error 
 		}
 	}
 	if s.Key != nil && !bytes.Equal(s.Key, m.Key) {
-		return fmt.Errorf("%w: --%s-key-file differs from the key in the live table", engine.ErrWrongKey, name)
+		return fmt.Errorf("%w: --%s-key-file differs from the key in the live table", errclass.WrongKey, name)
 	}
 	if s.SectorSize != 0 && s.SectorSize != m.SectorSize {
 		return usageErr("--%s-sector-size %d: the live table says %d", name, s.SectorSize, m.SectorSize)

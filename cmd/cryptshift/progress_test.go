@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cryptshift/cryptshift/engine"
+	"github.com/cryptshift/cryptshift/errclass"
 	"github.com/cryptshift/cryptshift/header"
 )
 
@@ -47,7 +48,7 @@ func TestResolveProgress(t *testing.T) {
 			t.Errorf("resolveProgress(%q, tty=%v, journal=%v) = %q, %v; want %q", c.mode, c.tty, c.journal, got, err, c.want)
 		}
 	}
-	if _, err := resolveProgress("fancy", true, false); !errors.Is(err, engine.ErrUsage) {
+	if _, err := resolveProgress("fancy", true, false); !errors.Is(err, errclass.Usage) {
 		t.Errorf("unknown mode: got %v, want a usage error", err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/cryptshift/cryptshift/blockdev"
 	"github.com/cryptshift/cryptshift/dm"
 	"github.com/cryptshift/cryptshift/engine"
+	"github.com/cryptshift/cryptshift/errclass"
 )
 
 func recoverCommand(stderr io.Writer) *cli.Command {
@@ -71,7 +72,7 @@ func recoverOne(c *cli.Context, j recoverJob) error {
 	if j.name != "" {
 		inf, err := dm.Info(j.name)
 		if err != nil {
-			return fmt.Errorf("%w: %s: %w", engine.ErrDevice, j.name, err)
+			return fmt.Errorf("%w: %s: %w", errclass.Device, j.name, err)
 		}
 		// A live NAME holds DEVICE: open it as an online conversion does.
 		if live = inf.Exists; live {
@@ -108,16 +109,16 @@ func recoverOne(c *cli.Context, j recoverJob) error {
 	if live {
 		devno, err := dm.DevNo(j.dev)
 		if err != nil {
-			return fmt.Errorf("%w: %w", engine.ErrDevice, err)
+			return fmt.Errorf("%w: %w", errclass.Device, err)
 		}
 		if err := dm.Reactivate(j.name, res.Header, keys, devno); err != nil {
-			return fmt.Errorf("%w: reactivate %s: %w", engine.ErrDevice, j.name, err)
+			return fmt.Errorf("%w: reactivate %s: %w", errclass.Device, j.name, err)
 		}
 		fmt.Fprintf(c.App.Writer, "%s now serves %d of %d windows with the new mapping\n", j.name, res.Header.Done, res.Header.Windows())
 		return nil
 	}
 	if err := dm.ActivateRecovered(j.name, res.Header, keys, j.dev); err != nil {
-		return fmt.Errorf("%w: activate %s: %w", engine.ErrDevice, j.name, err)
+		return fmt.Errorf("%w: activate %s: %w", errclass.Device, j.name, err)
 	}
 	fmt.Fprintf(c.App.Writer, "Activated %s: %d of %d windows with the new mapping\n", j.name, res.Header.Done, res.Header.Windows())
 	return nil

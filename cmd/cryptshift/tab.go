@@ -6,7 +6,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/cryptshift/cryptshift/engine"
+	"github.com/cryptshift/cryptshift/errclass"
 )
 
 // defaultTab lists the conversions `recover --all` brings up at boot.
@@ -25,7 +25,7 @@ type tabEntry struct {
 func readTab(path string) ([]tabEntry, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: --tab: %w", engine.ErrUsage, err)
+		return nil, fmt.Errorf("%w: --tab: %w", errclass.Usage, err)
 	}
 	defer f.Close()
 	var out []tabEntry
@@ -41,11 +41,11 @@ func readTab(path string) ([]tabEntry, error) {
 			continue
 		}
 		if len(fs) < 4 || len(fs) > 5 {
-			return nil, fmt.Errorf("%w: %s:%d: want NAME DEVICE OLD-KEY-FILE NEW-KEY-FILE [metadata=PATH], got %d fields", engine.ErrUsage, path, n, len(fs))
+			return nil, fmt.Errorf("%w: %s:%d: want NAME DEVICE OLD-KEY-FILE NEW-KEY-FILE [metadata=PATH], got %d fields", errclass.Usage, path, n, len(fs))
 		}
 		e := tabEntry{line: n, name: fs[0], device: fs[1], oldKeyFile: fs[2], newKeyFile: fs[3]}
 		if strings.ContainsAny(e.name, "/") {
-			return nil, fmt.Errorf("%w: %s:%d: NAME %q must not contain /", engine.ErrUsage, path, n, e.name)
+			return nil, fmt.Errorf("%w: %s:%d: NAME %q must not contain /", errclass.Usage, path, n, e.name)
 		}
 		if len(fs) == 5 {
 			for _, opt := range strings.Split(fs[4], ",") {
@@ -54,18 +54,18 @@ func readTab(path string) ([]tabEntry, error) {
 				case k == "metadata" && v != "":
 					e.metadata = v
 				default:
-					return nil, fmt.Errorf("%w: %s:%d: unknown option %q", engine.ErrUsage, path, n, opt)
+					return nil, fmt.Errorf("%w: %s:%d: unknown option %q", errclass.Usage, path, n, opt)
 				}
 			}
 		}
 		if prev, dup := seen[e.name]; dup {
-			return nil, fmt.Errorf("%w: %s:%d: NAME %s already on line %d", engine.ErrUsage, path, n, e.name, prev)
+			return nil, fmt.Errorf("%w: %s:%d: NAME %s already on line %d", errclass.Usage, path, n, e.name, prev)
 		}
 		seen[e.name] = n
 		out = append(out, e)
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%w: read %s: %w", engine.ErrUsage, path, err)
+		return nil, fmt.Errorf("%w: read %s: %w", errclass.Usage, path, err)
 	}
 	return out, nil
 }

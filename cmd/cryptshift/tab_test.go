@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cryptshift/cryptshift/engine"
+	"github.com/cryptshift/cryptshift/errclass"
 )
 
 func writeTab(t *testing.T, s string) string {
@@ -42,7 +42,7 @@ func TestReadTabRefuses(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := readTab(writeTab(t, body))
-			if !errors.Is(err, engine.ErrUsage) {
+			if !errors.Is(err, errclass.Usage) {
 				t.Fatalf("want a usage error, got %v", err)
 			}
 			if !strings.Contains(err.Error(), ":1") && !strings.Contains(err.Error(), ":2") {

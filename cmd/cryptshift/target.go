@@ -7,6 +7,7 @@ import (
 
 	"github.com/cryptshift/cryptshift/blockdev"
 	"github.com/cryptshift/cryptshift/engine"
+	"github.com/cryptshift/cryptshift/errclass"
 	"github.com/cryptshift/cryptshift/header"
 )
 
@@ -73,7 +74,7 @@ func openDevice(path string, o blockdev.Options) (*blockdev.File, error) {
 		f, err = blockdev.Open(path, o)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", engine.ErrDevice, err)
+		return nil, fmt.Errorf("%w: %w", errclass.Device, err)
 	}
 	return f, nil
 }
@@ -84,12 +85,12 @@ func createMetaFile(path string, size int64) (bool, error) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("%w: create metadata file: %w", engine.ErrDevice, err)
+		return false, fmt.Errorf("%w: create metadata file: %w", errclass.Device, err)
 	}
 	defer f.Close()
 	if err := f.Truncate(size); err != nil {
 		os.Remove(path)
-		return false, fmt.Errorf("%w: size metadata file %s: %w", engine.ErrDevice, path, err)
+		return false, fmt.Errorf("%w: size metadata file %s: %w", errclass.Device, path, err)
 	}
 	return true, nil
 }

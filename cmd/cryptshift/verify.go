@@ -10,6 +10,7 @@ import (
 	"github.com/cryptshift/cryptshift/blockdev"
 	"github.com/cryptshift/cryptshift/dm"
 	"github.com/cryptshift/cryptshift/engine"
+	"github.com/cryptshift/cryptshift/errclass"
 	"github.com/cryptshift/cryptshift/fsck"
 )
 
@@ -47,7 +48,7 @@ func verifyCommand() *cli.Command {
 			if name := c.String("online"); name != "" {
 				devno, err := dm.DevNo(dev)
 				if err != nil {
-					return fmt.Errorf("%w: %w", engine.ErrDevice, err)
+					return fmt.Errorf("%w: %w", errclass.Device, err)
 				}
 				unlock, err := lockName(name)
 				if err != nil {
@@ -89,7 +90,7 @@ func runVerify(ctx context.Context, out io.Writer, dev string, t engine.Target, 
 				n++
 			}
 		}
-		return fmt.Errorf("%w: verify %s: %d problem(s) found, listed above", engine.ErrDamaged, dev, n)
+		return fmt.Errorf("%w: verify %s: %d problem(s) found, listed above", errclass.Damaged, dev, n)
 	}
 	fmt.Fprintf(out, "%s: clean\n", dev)
 	return nil

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/cryptshift/cryptshift/engine"
+	"github.com/cryptshift/cryptshift/errclass"
 	"github.com/cryptshift/cryptshift/header"
 )
 
@@ -248,9 +249,9 @@ func errClass(err error) string {
 	switch {
 	case err == nil:
 		return "success"
-	case errors.Is(err, engine.ErrDamaged):
+	case errors.Is(err, errclass.Damaged):
 		return "damaged"
-	case errors.Is(err, engine.ErrHeader):
+	case errors.Is(err, errclass.Header):
 		return "no header"
 	}
 	return "error"
@@ -288,9 +289,9 @@ func (c *checker) checkState(imgs [][]byte, e expect, state string) {
 	switch {
 	case err == nil:
 		done = int(res.Header.Done)
-	case errors.Is(err, engine.ErrHeader) && e.lo < 0:
+	case errors.Is(err, errclass.Header) && e.lo < 0:
 		// The first header never became durable: no conversion exists.
-	case errors.Is(err, engine.ErrDamaged):
+	case errors.Is(err, errclass.Damaged):
 		c.count(1)
 		c.mu.Lock()
 		c.damages++
@@ -389,9 +390,9 @@ func (c *checker) checkState(imgs [][]byte, e expect, state string) {
 	c.count(1)
 	switch {
 	case err == nil:
-	case errors.Is(err, engine.ErrRefused) && done == f.windows:
+	case errors.Is(err, errclass.Refused) && done == f.windows:
 		// Already complete: nothing left to resume.
-	case e.shorn && (errors.Is(err, engine.ErrDevice) || errors.Is(err, engine.ErrHeader)):
+	case e.shorn && (errors.Is(err, errclass.Device) || errors.Is(err, errclass.Header)):
 		// Garbage in the metadata (a digest entry sharing the sector of
 		// the one being written) makes resume doubt the device: safe, as
 		// long as it refuses before writing.

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/cryptshift/cryptshift/engine"
+	"github.com/cryptshift/cryptshift/errclass"
 )
 
 // ioFault is one way to make the nth call of its kind fail on a disk.
@@ -26,7 +27,7 @@ var ioFaults = []ioFault{
 
 // TestIOErrorsStopAndRecover fails, in turn, every write, flush and read
 // the conversion makes (and cuts every write short), on each disk. Convert
-// must stop with an error wrapping engine.ErrIO, and the state it leaves,
+// must stop with an error wrapping errclass.IO, and the state it leaves,
 // once the disk works again, must pass the crash properties: recover, then
 // resume to the original plaintext.
 func TestIOErrorsStopAndRecover(t *testing.T) {
@@ -96,7 +97,7 @@ func (c *checker) ioRun(t *testing.T, di int, fk ioFault, n int) {
 	}
 	_, err := engine.Convert(context.Background(), tgt, f.cfg, opts)
 	c.count(1)
-	if !errors.Is(err, engine.ErrIO) || !errors.Is(err, ErrInjected) {
+	if !errors.Is(err, errclass.IO) || !errors.Is(err, ErrInjected) {
 		c.fail("I/O error surfaces as ErrIO", desc, "convert returned %v", err)
 		return
 	}
