@@ -43,11 +43,6 @@ func recordMapping(m sectorcipher.Mapping) header.Mapping {
 		SectorSize: uint32(m.SectorSize), IVOffset: m.IVOffset, IVLargeSectors: m.IVLargeSectors}
 }
 
-func sameMapping(a, b sectorcipher.Mapping) bool {
-	return a.Spec.String() == b.Spec.String() && string(a.Key) == string(b.Key) &&
-		a.SectorSize == b.SectorSize && a.IVOffset == b.IVOffset && a.IVLargeSectors == b.IVLargeSectors
-}
-
 const align = 4096
 
 func alignUp(x, a int64) int64   { return (x + a - 1) / a * a }
@@ -66,8 +61,8 @@ func create(t Target, store *header.Store, cfg Config, opts Options) (*conv, err
 	if err != nil {
 		return nil, err
 	}
-	if sameMapping(om, nm) {
-		return nil, fmt.Errorf("%w: the old and new mappings are identical (same cipher, key, sector size and IV offset): nothing to convert", errclass.Refused)
+	if om.Equivalent(nm) {
+		return nil, fmt.Errorf("%w: the old and new mappings are identical (same cipher, key, sector size and IV offset, or both plaintext): nothing to convert", errclass.Refused)
 	}
 	mode := header.ModeJournal
 	if cfg.Mode != "" {

@@ -1,6 +1,9 @@
 package sectorcipher
 
-import "fmt"
+import (
+	"bytes"
+	"fmt"
+)
 
 // Mapping is the part of a dm-crypt table line that decides what ends up on
 // disk: the cipher spec, the key, and the sector and IV options.
@@ -47,4 +50,25 @@ func (m Mapping) CheckLength(len512 uint64) error {
 			len512, m.SectorSize)
 	}
 	return nil
+}
+
+// Equivalent reports whether m and o turn every ciphertext sector into the
+// same plaintext: the same spec and, for a cipher, the same key, sector size
+// and IV options. Plaintext ("none") reads the same whatever its IV and
+// sector options say, so two plaintext mappings are equivalent whatever
+// those fields hold. This is the rule both callers need: a conversion
+// between equivalent mappings would rewrite every byte with itself (engine
+// refuses it), and a live table whose options differ only where they cannot
+// change a byte serves the same data (dm accepts it). Comparing every field
+// instead would let a plaintext table that dm-linear or a reparsed crypt
+// line spells differently pass for a different mapping.
+func (m Mapping) Equivalent(o Mapping) bool {
+	if m.Spec != o.Spec {
+		return false
+	}
+	if m.Spec.IsNone() {
+		return true
+	}
+	return bytes.Equal(m.Key, o.Key) && m.SectorSize == o.SectorSize &&
+		m.IVOffset == o.IVOffset && m.IVLargeSectors == o.IVLargeSectors
 }
