@@ -470,7 +470,7 @@ func (c *conv) checkIdentity() error {
 	if c.h.Done == 0 {
 		return nil
 	}
-	w := c.windowAt(c.h.Done - 1)
+	w := c.h.WindowAt(c.h.Done - 1)
 	entry, err := c.readDigest(w)
 	if err != nil {
 		return err
@@ -478,7 +478,7 @@ func (c *conv) checkIdentity() error {
 	if entry == ([header.DigestEntrySize]byte{}) {
 		return nil
 	}
-	start, n := c.windowRange(w)
+	start, n := c.h.WindowRange(w)
 	buf := make([]byte, n)
 	if _, err := c.t.Data.ReadAt(buf, int64(c.h.NewOffset)+start); err != nil {
 		return errclass.IOf(fmt.Sprintf("read window %d", w), err)

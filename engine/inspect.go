@@ -38,12 +38,6 @@ func (o *Opened) Records() ([]wal.Record, error) {
 	return recs, nil
 }
 
-// WindowAt maps a processing step to a window index.
-func (o *Opened) WindowAt(step uint64) uint64 { return o.c.windowAt(step) }
-
-// WindowRange is a window's byte range in the logical data area.
-func (o *Opened) WindowRange(w uint64) (start, n int64) { return o.c.windowRange(w) }
-
 // DigestState is the outcome of comparing a window with its digest entry.
 type DigestState int
 
@@ -64,7 +58,7 @@ func (o *Opened) CheckWindow(w uint64) (DigestState, error) {
 	if entry == ([header.DigestEntrySize]byte{}) {
 		return DigestUnrecorded, nil
 	}
-	start, n := c.windowRange(w)
+	start, n := c.h.WindowRange(w)
 	buf := make([]byte, n)
 	if _, err := c.t.Data.ReadAt(buf, int64(c.h.NewOffset)+start); err != nil {
 		return 0, errclass.IOf(fmt.Sprintf("read window %d", w), err)

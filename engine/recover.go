@@ -105,22 +105,22 @@ func (c *conv) recover(ro RecoverOptions) (*RecoverResult, error) {
 		done = r.Done
 		last = r
 	}
-	switch c.h.Mode {
-	case header.ModeJournal:
-		if last != nil && last.Type == wal.TypeJournal {
+	// last is only read when it is a window copy, which WindowOpen checks.
+	if c.h.WindowOpen(done, wal.EndsWithWindowCopy(recs)) {
+		w := c.h.WindowAt(done)
+		res.Window = w
+		switch c.h.Mode {
+		case header.ModeJournal:
 			if err := c.redoJournal(*last); err != nil {
 				return nil, err
 			}
-			res.Rolled, res.Window = true, c.windowAt(done)
+			res.Rolled = true
 			done++
-		}
-	case header.ModeChecksum:
-		if last != nil && last.Type == wal.TypeChecksum {
+		case header.ModeChecksum:
 			dmg, err := c.redoChecksum(*last, ro.AcceptDamage)
 			if err != nil {
 				return nil, err
 			}
-			res.Window = c.windowAt(done)
 			if dmg != nil {
 				res.Damaged = dmg
 				if !ro.AcceptDamage {
@@ -129,24 +129,19 @@ func (c *conv) recover(ro RecoverOptions) (*RecoverResult, error) {
 			}
 			res.Rolled = true
 			done++
-		}
-	case header.ModeShift:
-		if done < total {
+		case header.ModeShift:
 			// The source of window done is intact (invariant S2): redoing it
 			// is safe whether or not it had started.
 			if err := c.protect(done, nil); err != nil {
 				return nil, err
 			}
-			res.Rolled, res.Window = true, c.windowAt(done)
+			res.Rolled = true
 			done++
-		}
-	case header.ModeNone:
-		if done < total {
-			w := c.windowAt(done)
-			start, n := c.windowRange(w)
+		case header.ModeNone:
+			start, n := c.h.WindowRange(w)
 			dmg := &DamageError{Window: w, Reason: "resilience none keeps no copy: this window may be partly converted",
 				Sectors: []SectorRange{{uint64(start) / 512, uint64(start+n) / 512}}}
-			res.Window, res.Damaged = w, dmg
+			res.Damaged = dmg
 			if !ro.AcceptDamage {
 				return res, dmg
 			}
@@ -184,8 +179,8 @@ func wrongType(m header.Mode, t wal.Type) bool {
 // redoJournal rewrites the open window from its logged old ciphertext,
 // whatever state the window itself is in.
 func (c *conv) redoJournal(r wal.Record) error {
-	w := c.windowAt(r.Done)
-	start, n := c.windowRange(w)
+	w := c.h.WindowAt(r.Done)
+	start, n := c.h.WindowRange(w)
 	if int64(r.PayloadLen) != n {
 		return fmt.Errorf("%w: journal record %d holds %d bytes for a %d-byte window", errclass.Header, r.Seq, r.PayloadLen, n)
 	}
@@ -203,8 +198,8 @@ func (c *conv) redoJournal(r wal.Record) error {
 // redoChecksum sorts each unit of the open window into old, new or
 // neither, converts the old ones, and reports the others.
 func (c *conv) redoChecksum(r wal.Record, accept bool) (*DamageError, error) {
-	w := c.windowAt(r.Done)
-	start, n := c.windowRange(w)
+	w := c.h.WindowAt(r.Done)
+	start, n := c.h.WindowRange(w)
 	u := c.unit()
 	units := n / u
 	if int64(r.PayloadLen) != units*hashEntry {

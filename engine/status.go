@@ -46,15 +46,11 @@ func ReadStatus(t Target) (*Status, error) {
 	}
 	st.Records = len(recs)
 	if n := len(recs); n > 0 && recs[n-1].Done <= st.Total {
-		last := recs[n-1]
-		st.Done = last.Done
-		if last.Type != wal.TypeProgress || (h.Mode == header.ModeShift || h.Mode == header.ModeNone) && last.Done < st.Total {
-			w := last.Done
-			if h.Descending {
-				w = st.Total - 1 - last.Done
-			}
-			st.Open = &w
-		}
+		st.Done = recs[n-1].Done
+	}
+	if h.WindowOpen(st.Done, wal.EndsWithWindowCopy(recs)) {
+		w := h.WindowAt(st.Done)
+		st.Open = &w
 	}
 	return st, nil
 }

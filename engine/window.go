@@ -58,8 +58,8 @@ type prepared struct {
 // prepare reads step j's window and transforms it in a goroutine. It reads
 // everything it needs of c.h now: checkpoints replace c.h meanwhile.
 func (c *conv) prepare(j uint64) *prepared {
-	w := c.windowAt(j)
-	start, n := c.windowRange(w)
+	w := c.h.WindowAt(j)
+	start, n := c.h.WindowRange(w)
 	c.buf.alloc(int64(c.h.Window))
 	p := &prepared{step: j, old: c.buf.old[c.buf.next][:n], cur: c.buf.cur[c.buf.next][:n], done: make(chan struct{})}
 	c.buf.next ^= 1
@@ -105,21 +105,6 @@ func (c *conv) prepare(j uint64) *prepared {
 		p.digest = c.transform(p.cur, w, start, j, p.hashes, u)
 	}()
 	return p
-}
-
-// windowAt maps a processing step to a window index.
-func (c *conv) windowAt(step uint64) uint64 {
-	if c.h.Descending {
-		return c.h.Windows() - 1 - step
-	}
-	return step
-}
-
-// windowRange is a window's byte range in the logical data area.
-func (c *conv) windowRange(w uint64) (start, n int64) {
-	start = int64(w * c.h.Window)
-	n = int64(min(c.h.Window, c.h.DataSize-uint64(start)))
-	return start, n
 }
 
 func (c *conv) unit() int64 {
@@ -319,8 +304,8 @@ func (c *conv) step(j uint64, p *prepared) error {
 	if hd == nil {
 		return c.protect(j, p)
 	}
-	w := c.windowAt(j)
-	start, n := c.windowRange(w)
+	w := c.h.WindowAt(j)
+	start, n := c.h.WindowRange(w)
 	if err := hd.Hold(w, start, n); err != nil {
 		hd.Abort(w, start, n, err)
 		return fmt.Errorf("hold window %d: %w", w, err)
@@ -347,8 +332,8 @@ func (c *conv) step(j uint64, p *prepared) error {
 // protect runs the per-mode protocol for step j, on the old ciphertext
 // prepared in p, or prepared now when p is nil.
 func (c *conv) protect(j uint64, p *prepared) error {
-	w := c.windowAt(j)
-	start, _ := c.windowRange(w)
+	w := c.h.WindowAt(j)
+	start, _ := c.h.WindowRange(w)
 	if p == nil {
 		p = c.prepare(j)
 	}
@@ -418,7 +403,7 @@ func (c *conv) run(ctx context.Context, resumed bool) error {
 	report := func() {
 		if c.opts.Progress != nil {
 			c.opts.Progress(Progress{Done: done, Total: total, Mode: c.h.Mode, Resumed: resumed,
-				BytesDone: min(done*c.h.Window, c.h.DataSize), BytesTotal: c.h.DataSize})
+				BytesDone: c.h.ConvertedBytes(done), BytesTotal: c.h.DataSize})
 		}
 	}
 	report()

@@ -147,12 +147,8 @@ func Audit(ctx context.Context, t engine.Target, oldKey, newKey []byte, o Option
 	}
 	r.add(Info, "log: %d record(s) after the last checkpoint", len(recs))
 	if h.State == header.StateInProgress {
-		open := len(recs) > 0 && recs[len(recs)-1].Type != wal.TypeProgress
-		if h.Mode == header.ModeShift || h.Mode == header.ModeNone {
-			open = done < total
-		}
-		if open {
-			r.add(Warning, "window %d was being converted when the process stopped: run `cryptshift recover`", op.WindowAt(done))
+		if h.WindowOpen(done, wal.EndsWithWindowCopy(recs)) {
+			r.add(Warning, "window %d was being converted when the process stopped: run `cryptshift recover`", h.WindowAt(done))
 		} else {
 			r.add(Warning, "the conversion stopped without recording a pause: run `cryptshift recover`, then convert to resume")
 		}
@@ -167,7 +163,7 @@ func Audit(ctx context.Context, t engine.Target, oldKey, newKey []byte, o Option
 			if err := ctx.Err(); err != nil {
 				return r, fmt.Errorf("audit interrupted: %w: %w", errclass.Paused, err)
 			}
-			w := op.WindowAt(step)
+			w := h.WindowAt(step)
 			st, err := op.CheckWindow(w)
 			if err != nil {
 				return r, err

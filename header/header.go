@@ -137,20 +137,6 @@ type Header struct {
 	NewKCV     [32]byte
 }
 
-// Windows is the number of windows the data area is cut into.
-func (h *Header) Windows() uint64 {
-	if h.Window == 0 {
-		return 0
-	}
-	// Not (DataSize+Window-1)/Window: that wraps for a data size within a
-	// window of 2^64 and yields too few windows.
-	n := h.DataSize / h.Window
-	if h.DataSize%h.Window != 0 {
-		n++
-	}
-	return n
-}
-
 // Marshal encodes h and seals it with crc32c and an HMAC under macKey.
 func (h *Header) Marshal(macKey []byte) ([]byte, error) {
 	if len(h.Old.Cipher) >= mappingCipherLen || len(h.New.Cipher) >= mappingCipherLen {

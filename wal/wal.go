@@ -61,6 +61,14 @@ func (t Type) String() string {
 	return fmt.Sprintf("type(%d)", uint32(t))
 }
 
+// EndsWithWindowCopy reports whether the last of recs (the records after a
+// checkpoint, in order) is a journal or checksum record: a copy of the old
+// state of window Done, made before that window was touched. It is the log's
+// half of header.(*Header).WindowOpen.
+func EndsWithWindowCopy(recs []Record) bool {
+	return len(recs) > 0 && recs[len(recs)-1].Type != TypeProgress
+}
+
 // ErrFull is returned by Append when the record does not fit before the end
 // of the log area; the caller checkpoints and resets the log first.
 var ErrFull = errors.New("log area full")

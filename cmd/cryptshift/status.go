@@ -113,7 +113,7 @@ func buildStatus(dev, metaPath string, st *engine.Status) statusReport {
 	r := statusReport{
 		Device: dev, UUID: hex.EncodeToString(h.UUID[:]), State: st.State.String(), Mode: h.Mode.String(),
 		WindowsDone: st.Done, WindowsTotal: st.Total,
-		BytesDone: min(st.Done*h.Window, h.DataSize), BytesTotal: h.DataSize,
+		BytesDone: h.ConvertedBytes(st.Done), BytesTotal: h.DataSize,
 		WindowSize: h.Window, OpenWindow: st.Open, LogRecords: st.Records,
 		Old: side(h.Old, h.OldOffset), New: side(h.New, h.NewOffset),
 		Metadata: metaReport{Path: dev, OnDevice: metaPath == "", Offset: h.MetaOffset, Size: h.MetaSize,
