@@ -158,19 +158,11 @@ func (l *layout) converted(ts []Target) (span, error) {
 	return conv, nil
 }
 
-// convertedAt is the part of the data area done windows cover.
+// convertedAt is the part of the data area, in sectors, that h's done
+// windows cover.
 func convertedAt(h *header.Header) span {
-	size := h.DataSize / 512
-	if h.Done == 0 {
-		return span{}
-	}
-	if h.Done >= h.Windows() {
-		return span{0, size}
-	}
-	if h.Descending {
-		return span{(h.Windows() - h.Done) * h.Window / 512, size}
-	}
-	return span{0, h.Done * h.Window / 512}
+	lo, hi := h.Converted(h.Done)
+	return span{lo / 512, hi / 512}
 }
 
 func mappingFromHeader(which string, m header.Mapping, key []byte, kcv [32]byte, uuid [16]byte) (sectorcipher.Mapping, error) {
