@@ -1,7 +1,6 @@
 package dm
 
 import (
-	"bytes"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -87,18 +86,6 @@ func (l *layout) windowTable(m sectorcipher.Mapping, base uint64, win span) []Ta
 	return []Target{t}
 }
 
-func sameMapping(a, b sectorcipher.Mapping) bool {
-	if a.Spec != b.Spec {
-		return false
-	}
-	if a.Spec.IsNone() {
-		// Plaintext reads the same whatever the IV or sector options say.
-		return true
-	}
-	return bytes.Equal(a.Key, b.Key) && a.SectorSize == b.SectorSize &&
-		a.IVOffset == b.IVOffset && a.IVLargeSectors == b.IVLargeSectors
-}
-
 // classify tells whether target t serves its range with the old (0) or the
 // new (1) mapping of l, exactly as a table built by l would; -1 otherwise.
 func (l *layout) classify(t Target) (int, error) {
@@ -115,7 +102,7 @@ func (l *layout) classify(t Target) (int, error) {
 	}{{l.old, l.oldOff}, {l.new, l.newOff}} {
 		want := side.m
 		want.IVOffset += t.Start
-		if seg.Offset == side.off+t.Start && sameMapping(seg.Mapping, want) {
+		if seg.Offset == side.off+t.Start && seg.Mapping.Equivalent(want) {
 			return kind, nil
 		}
 	}
