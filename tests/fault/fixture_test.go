@@ -9,6 +9,7 @@ import (
 
 	"github.com/cryptshift/cryptshift/blockdev"
 	"github.com/cryptshift/cryptshift/engine"
+	"github.com/cryptshift/cryptshift/header"
 	"github.com/cryptshift/cryptshift/sectorcipher"
 )
 
@@ -145,10 +146,7 @@ var (
 func newFixture(t testing.TB, sc scenario) *fixture {
 	t.Helper()
 	f := &fixture{sc: sc, dataSize: int64(sc.windows)*sc.window + sc.tail}
-	f.windows = sc.windows
-	if sc.tail > 0 {
-		f.windows++
-	}
+	f.windows = int(f.geometry().Windows())
 	f.unit = int64(max(sc.old.ss, sc.nw.ss))
 	f.plain = textPlain(int(f.dataSize), uint64(f.dataSize)^uint64(len(sc.String())))
 	region := f.dataSize
@@ -222,17 +220,17 @@ func (f *fixture) convertOptions(tgt engine.Target, h engine.Holder, hooks *engi
 	return o
 }
 
-// stepOf is the processing step that converts window w.
-func (f *fixture) stepOf(w int) int {
-	if f.sc.mode == "shift" && f.sc.up {
-		return f.windows - 1 - w
-	}
-	return w
+// geometry is the scenario's conversion as the header records it, for its
+// window arithmetic (header.(*Header).WindowAt and WindowRange).
+func (f *fixture) geometry() *header.Header {
+	return &header.Header{DataSize: uint64(f.dataSize), Window: uint64(f.sc.window),
+		Descending: f.sc.mode == "shift" && f.sc.up}
 }
 
-func (f *fixture) windowAt(step int) int { return f.stepOf(step) }
+// stepOf is the processing step that converts window w (WindowAt is its own
+// inverse).
+func (f *fixture) stepOf(w int) int { return int(f.geometry().WindowAt(uint64(w))) }
 
-func (f *fixture) windowRange(w int) (start, n int64) {
-	start = int64(w) * f.sc.window
-	return start, min(f.sc.window, f.dataSize-start)
-}
+func (f *fixture) windowAt(step int) int { return int(f.geometry().WindowAt(uint64(step))) }
+
+func (f *fixture) windowRange(w int) (start, n int64) { return f.geometry().WindowRange(uint64(w)) }
