@@ -78,9 +78,9 @@ type Progress struct {
 
 // Hooks are test-only seams. Production callers leave them nil.
 type Hooks struct {
-	// DropFlush names flush points (see the flush method) that are skipped,
-	// so tests can prove the crash harness notices a missing flush.
-	DropFlush map[string]bool
+	// DropFlush names flush points that are skipped, so tests can prove
+	// the crash harness notices a missing flush.
+	DropFlush map[FlushPoint]bool
 	// AfterWindow runs after each window's progress is committed.
 	AfterWindow func(done uint64)
 }
@@ -179,18 +179,6 @@ func (c *conv) now() int64 {
 		return c.opts.Now().Unix()
 	}
 	return time.Now().Unix()
-}
-
-// flush is the only way the engine flushes, so that every flush point has
-// a name the crash argument and the mutation test can refer to.
-func (c *conv) flush(dev blockdev.Device, point string) error {
-	if c.opts.Hooks != nil && c.opts.Hooks.DropFlush[point] {
-		return nil
-	}
-	if err := dev.Flush(); err != nil {
-		return errclass.IOf("flush ("+point+")", err)
-	}
-	return nil
 }
 
 // Convert starts a conversion, or resumes the one recorded on the target,
@@ -354,6 +342,7 @@ func newConv(t Target, store *header.Store, h *header.Header, macKey, oldKey, ne
 	}
 	c := &conv{t: t, store: store, h: h, macKey: macKey, sum: sum, oldC: oc, newC: nc, opts: opts, oldKey: oldKey, newKey: newKey}
 	c.log = wal.New(t.Meta, int64(h.LogOffset), int64(h.LogSize), h.UUID, macKey, int64(h.LogHeadOff), h.LogHeadSeq)
+	store.Flush = func() error { return c.flush(t.Meta, FlushHeaderCommit) }
 	return c, nil
 }
 

@@ -192,7 +192,7 @@ func (c *conv) redoJournal(r wal.Record) error {
 	if err := c.writeWindow(w, start, backup, d); err != nil {
 		return err
 	}
-	return c.flushData("recover-journal-data")
+	return c.flushData(FlushRecoverJournalData)
 }
 
 // redoChecksum sorts each unit of the open window into old, new or
@@ -253,5 +253,5 @@ func (c *conv) redoChecksum(r wal.Record, accept bool) (*DamageError, error) {
 	if _, err := c.t.Meta.WriteAt(e[:], c.digestOffset(w)); err != nil {
 		return nil, errclass.IOf("write digest", err)
 	}
-	return dmg, c.flushData("recover-checksum-data")
+	return dmg, c.flushData(FlushRecoverChecksumData)
 }

@@ -240,7 +240,7 @@ func (c *conv) writeWindow(w uint64, start int64, buf []byte, digest [32]byte) e
 
 // flushData makes window data and digest entries durable: one flush when
 // data and metadata share a device, both otherwise.
-func (c *conv) flushData(point string) error {
+func (c *conv) flushData(point FlushPoint) error {
 	if c.plainNew != nil {
 		// The window went through the crypto device, the digest entry
 		// straight to Meta: flush both, even when they share a disk, so
@@ -248,13 +248,13 @@ func (c *conv) flushData(point string) error {
 		if err := c.flush(c.plainNew, point); err != nil {
 			return err
 		}
-		return c.flush(c.t.Meta, point+"-meta")
+		return c.flush(c.t.Meta, point.Meta())
 	}
 	if err := c.flush(c.t.Data, point); err != nil {
 		return err
 	}
 	if !c.t.MetaOnData {
-		return c.flush(c.t.Meta, point+"-meta")
+		return c.flush(c.t.Meta, point.Meta())
 	}
 	return nil
 }
@@ -316,7 +316,7 @@ func (c *conv) step(j uint64, p *prepared) error {
 		// O1: online, the window must be committed before the application
 		// can write into it, or recovery would redo it over those writes.
 		if err = c.appendRecord(wal.TypeProgress, j+1, nil); err == nil {
-			err = c.flush(c.t.Meta, "online-commit")
+			err = c.flush(c.t.Meta, FlushOnlineCommit)
 		}
 	}
 	if err != nil {
@@ -351,26 +351,26 @@ func (c *conv) protect(j uint64, p *prepared) error {
 		if err := c.appendRecord(wal.TypeJournal, j, p.old); err != nil {
 			return err
 		}
-		if err := c.flush(c.t.Meta, "journal-record"); err != nil {
+		if err := c.flush(c.t.Meta, FlushJournalRecord); err != nil {
 			return err
 		}
 		if err := c.writeWindow(w, start, p.cur, p.digest); err != nil {
 			return err
 		}
-		return c.flushData("journal-data")
+		return c.flushData(FlushJournalData)
 	case header.ModeChecksum:
 		// C1: both hash sets are durable before the window is touched, so
 		// recovery can tell, unit by unit, old from new from neither.
 		if err := c.appendRecord(wal.TypeChecksum, j, p.hashes); err != nil {
 			return err
 		}
-		if err := c.flush(c.t.Meta, "checksum-record"); err != nil {
+		if err := c.flush(c.t.Meta, FlushChecksumRecord); err != nil {
 			return err
 		}
 		if err := c.writeWindow(w, start, p.cur, p.digest); err != nil {
 			return err
 		}
-		return c.flushData("checksum-data")
+		return c.flushData(FlushChecksumData)
 	default: // shift, none
 		if err := c.writeWindow(w, start, p.cur, p.digest); err != nil {
 			return err
@@ -379,13 +379,13 @@ func (c *conv) protect(j uint64, p *prepared) error {
 		// recovery stop redoing it (shift) or stop reporting it (none); the
 		// record is durable before the next window overwrites this one's
 		// source (shift).
-		if err := c.flushData("window-data"); err != nil {
+		if err := c.flushData(FlushWindowData); err != nil {
 			return err
 		}
 		if err := c.appendRecord(wal.TypeProgress, j+1, nil); err != nil {
 			return err
 		}
-		return c.flush(c.t.Meta, "progress-record")
+		return c.flush(c.t.Meta, FlushProgressRecord)
 	}
 }
 

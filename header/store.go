@@ -23,7 +23,11 @@ type Copy struct {
 
 // Store reads and commits the pair of header copies on a metadata device.
 type Store struct {
-	dev    blockdev.Device
+	dev blockdev.Device
+	// Flush, when set, is called instead of the device's Flush after each
+	// copy is written: the engine routes it through its named flush points
+	// (engine.FlushHeaderCommit), where the mutation test can drop it.
+	Flush  func() error
 	Copies [2]Copy
 	newest int // slot holding the copy Current returned, -1 if none
 }
@@ -126,13 +130,20 @@ func (s *Store) Commit(h *Header, macKey []byte) error {
 	if _, err := s.dev.WriteAt(raw, slotOffset(s.dev, target)); err != nil {
 		return fmt.Errorf("write header copy %d: %w", target, err)
 	}
-	if err := s.dev.Flush(); err != nil {
+	if err := s.flush(); err != nil {
 		return fmt.Errorf("flush header copy %d: %w", target, err)
 	}
 	cp := *h
 	s.Copies[target] = Copy{Raw: raw, Header: &cp}
 	s.newest = target
 	return nil
+}
+
+func (s *Store) flush() error {
+	if s.Flush != nil {
+		return s.Flush()
+	}
+	return s.dev.Flush()
 }
 
 // NextSlot is the slot the next Commit writes: the one not holding the

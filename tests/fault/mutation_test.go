@@ -23,23 +23,25 @@ func TestMutationDroppedFlushIsCaught(t *testing.T) {
 	kernel := small("shift", xts512, xts4096)
 	kernel.sepMeta, kernel.kernel = true, true
 	for _, tc := range []struct {
-		point string
+		point engine.FlushPoint
 		sc    scenario
 	}{
-		{"journal-record", small("journal", xts512, essiv512)},
-		{"journal-data", small("journal", plain512, xts4096)},
-		{"checksum-record", small("checksum", xts512, xts4096)},
-		{"checksum-record", small("checksum", essiv512, plain512)},
-		{"progress-record", small("shift", plain512, xts512)},
-		{"window-data", small("shift", xts4096, plain512)},
-		{"window-data", small("none", xts512, xts512b)},
-		{"online-commit", online},
-		{"window-data", kernel},
+		{engine.FlushHeaderCommit, small("journal", xts512, essiv512)},
+		{engine.FlushHeaderCommit, small("shift", xts512, xts4096)},
+		{engine.FlushJournalRecord, small("journal", xts512, essiv512)},
+		{engine.FlushJournalData, small("journal", plain512, xts4096)},
+		{engine.FlushChecksumRecord, small("checksum", xts512, xts4096)},
+		{engine.FlushChecksumRecord, small("checksum", essiv512, plain512)},
+		{engine.FlushProgressRecord, small("shift", plain512, xts512)},
+		{engine.FlushWindowData, small("shift", xts4096, plain512)},
+		{engine.FlushWindowData, small("none", xts512, xts512b)},
+		{engine.FlushOnlineCommit, online},
+		{engine.FlushWindowData, kernel},
 	} {
-		t.Run(tc.point+"/"+tc.sc.String(), func(t *testing.T) {
+		t.Run(string(tc.point)+"/"+tc.sc.String(), func(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t, tc.sc)
-			r := record(t, f, &engine.Hooks{DropFlush: map[string]bool{tc.point: true}})
+			r := record(t, f, &engine.Hooks{DropFlush: map[engine.FlushPoint]bool{tc.point: true}})
 			c := newChecker(f)
 			// Counted apart: these states run against a broken engine.
 			c.tally = tallyFor("mutants")
@@ -66,18 +68,18 @@ func TestMutationDroppedRecoveryFlushIsCaught(t *testing.T) {
 		return scenario{mode: mode, old: old, nw: nw, sepMeta: sep, window: 12 * kib, windows: 4}
 	}
 	for _, tc := range []struct {
-		point string
+		point engine.FlushPoint
 		sc    scenario
 	}{
 		// Metadata on the data disk, where the checkpoint's own flushes
 		// would make the window durable if only they came first; and on its
 		// own disk, where nothing else ever flushes the data disk.
-		{"recover-journal-data", small("journal", xts512, essiv512, false)},
-		{"recover-journal-data", small("journal", plain512, xts4096, true)},
-		{"recover-checksum-data", small("checksum", xts512, xts4096, false)},
-		{"recover-checksum-data", small("checksum", essiv512, plain512, true)},
+		{engine.FlushRecoverJournalData, small("journal", xts512, essiv512, false)},
+		{engine.FlushRecoverJournalData, small("journal", plain512, xts4096, true)},
+		{engine.FlushRecoverChecksumData, small("checksum", xts512, xts4096, false)},
+		{engine.FlushRecoverChecksumData, small("checksum", essiv512, plain512, true)},
 	} {
-		t.Run(tc.point+"/"+tc.sc.String(), func(t *testing.T) {
+		t.Run(string(tc.point)+"/"+tc.sc.String(), func(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t, tc.sc)
 			r := record(t, f, nil)
@@ -110,7 +112,7 @@ func TestMutationDroppedRecoveryFlushIsCaught(t *testing.T) {
 				t.Fatalf("control: the unmutated recovery failed")
 			}
 
-			o.nestHooks = &engine.Hooks{DropFlush: map[string]bool{tc.point: true}}
+			o.nestHooks = &engine.Hooks{DropFlush: map[engine.FlushPoint]bool{tc.point: true}}
 			c := newChecker(f)
 			c.tally = tallyFor("mutants")
 			c.stopAfter = 1

@@ -1,0 +1,51 @@
+package engine
+
+import (
+	"github.com/cryptshift/cryptshift/blockdev"
+	"github.com/cryptshift/cryptshift/errclass"
+)
+
+// FlushPoint names one flush of the crash argument. The names are those of
+// the table in docs/DESIGN.md, "Flush points" (TestFlushPointsMatchDesign
+// holds the two together), and Hooks.DropFlush takes them.
+type FlushPoint string
+
+const (
+	FlushCreateDigestTable   FlushPoint = "create-digest-table"
+	FlushHeaderCommit        FlushPoint = "header-commit"
+	FlushJournalRecord       FlushPoint = "journal-record"
+	FlushJournalData         FlushPoint = "journal-data"
+	FlushChecksumRecord      FlushPoint = "checksum-record"
+	FlushChecksumData        FlushPoint = "checksum-data"
+	FlushWindowData          FlushPoint = "window-data"
+	FlushProgressRecord      FlushPoint = "progress-record"
+	FlushOnlineCommit        FlushPoint = "online-commit"
+	FlushRecoverJournalData  FlushPoint = "recover-journal-data"
+	FlushRecoverChecksumData FlushPoint = "recover-checksum-data"
+)
+
+// FlushPoints lists every flush point, in the order of the design's table.
+// A data flush point p with the digest entry on another device is followed
+// by p.Meta(), which is not listed: it makes the same writes durable.
+func FlushPoints() []FlushPoint {
+	return []FlushPoint{FlushCreateDigestTable, FlushHeaderCommit, FlushJournalRecord, FlushJournalData,
+		FlushChecksumRecord, FlushChecksumData, FlushWindowData, FlushProgressRecord,
+		FlushOnlineCommit, FlushRecoverJournalData, FlushRecoverChecksumData}
+}
+
+// Meta is the flush of the metadata device that follows data flush point p
+// when the digest entry went to another device than the window.
+func (p FlushPoint) Meta() FlushPoint { return p + "-meta" }
+
+// flush is the only way the engine flushes (the header store's commits go
+// through it too, see newConv), so that every flush point has a name the
+// crash argument and the mutation test can refer to.
+func (c *conv) flush(dev blockdev.Device, point FlushPoint) error {
+	if c.opts.Hooks != nil && c.opts.Hooks.DropFlush[point] {
+		return nil
+	}
+	if err := dev.Flush(); err != nil {
+		return errclass.IOf("flush ("+string(point)+")", err)
+	}
+	return nil
+}
