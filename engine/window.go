@@ -15,7 +15,7 @@ import (
 )
 
 // chunk is the unit of parallel work inside a window, and the unit of the
-// plaintext digest (docs/FORMAT.md, "Window digest").
+// plaintext digest (docs/FORMAT.md, "Digest table" and "Keyed digests").
 const chunk = 1 << 20
 
 // hashEntry is the size of one unit's entry in a checksum record: the keyed
@@ -313,8 +313,9 @@ func (c *conv) step(j uint64, p *prepared) error {
 	// Online, the window is read only once it is held (p is nil).
 	err := c.protect(j, nil)
 	if err == nil && (c.h.Mode == header.ModeJournal || c.h.Mode == header.ModeChecksum) {
-		// O1: online, the window must be committed before the application
-		// can write into it, or recovery would redo it over those writes.
+		// O1 (docs/DESIGN.md, "Online: holding the window"): the window is
+		// committed before the application can write into it, or recovery
+		// would redo it over those writes.
 		if err = c.appendRecord(wal.TypeProgress, j+1, nil); err == nil {
 			err = c.flush(c.t.Meta, FlushOnlineCommit)
 		}
@@ -346,8 +347,8 @@ func (c *conv) protect(j uint64, p *prepared) error {
 	}
 	switch c.h.Mode {
 	case header.ModeJournal:
-		// J1: the old ciphertext is durable in the log before the window is
-		// touched, so recovery can always redo the window from it.
+		// J1 (docs/DESIGN.md, "journal"): the old ciphertext is durable in
+		// the log before the window is touched.
 		if err := c.appendRecord(wal.TypeJournal, j, p.old); err != nil {
 			return err
 		}
@@ -359,8 +360,8 @@ func (c *conv) protect(j uint64, p *prepared) error {
 		}
 		return c.flushData(FlushJournalData)
 	case header.ModeChecksum:
-		// C1: both hash sets are durable before the window is touched, so
-		// recovery can tell, unit by unit, old from new from neither.
+		// C1 (docs/DESIGN.md, "checksum"): both hash sets are durable before
+		// the window is touched.
 		if err := c.appendRecord(wal.TypeChecksum, j, p.hashes); err != nil {
 			return err
 		}
@@ -375,10 +376,9 @@ func (c *conv) protect(j uint64, p *prepared) error {
 		if err := c.writeWindow(w, start, p.cur, p.digest); err != nil {
 			return err
 		}
-		// S1: the window is durable before the progress record that makes
-		// recovery stop redoing it (shift) or stop reporting it (none); the
-		// record is durable before the next window overwrites this one's
-		// source (shift).
+		// S1 (docs/DESIGN.md, "shift"): the window is durable before its
+		// progress record, and the record before the next step overwrites
+		// this one's source.
 		if err := c.flushData(FlushWindowData); err != nil {
 			return err
 		}
