@@ -26,10 +26,55 @@ const Version = 1
 
 var magic = [8]byte{'C', 'R', 'Y', 'P', 'T', 'S', 'H', 'F'}
 
-// Offsets of the integrity fields inside a header copy.
+// Field offsets inside a header copy (docs/FORMAT.md, "Header copy"). The
+// encoder, the decoder and the golden test (TestGolden) use these names, and
+// TestFormatTables checks them against FORMAT.md's table.
 const (
-	offMAC = 4024 // HMAC-SHA256 over [0, offMAC)
-	offCRC = 4092 // crc32c over [0, offCRC)
+	offMagic      = 0
+	offVersion    = 8
+	offSize       = 10
+	offReserved0  = 12 // 4 bytes
+	offSeq        = 16
+	offUUID       = 24
+	offDeviceSize = 40
+	offMetaOffset = 48
+	offMetaSize   = 56
+	offDataSize   = 64
+	offOldOffset  = 72
+	offNewOffset  = 80
+	offWindow     = 88
+	offMode       = 96
+	offState      = 97
+	offDirection  = 98
+	offReserved1  = 99 // 5 bytes
+	offDone       = 104
+	offLogOffset  = 112
+	offLogSize    = 120
+	offLogHead    = 128
+	offLogHeadSeq = 136
+	offDigestOff  = 144
+	offDigestSize = 152
+	offCreated    = 160
+	offUpdated    = 168
+	offOldMapping = 176
+	offNewMapping = offOldMapping + mappingSize
+	offOldKCV     = 320
+	offNewKCV     = 352
+	offReserved2  = 384  // up to offMAC
+	offMAC        = 4024 // HMAC-SHA256 over [0, offMAC)
+	offReserved3  = 4056 // up to offCRC
+	offCRC        = 4092 // crc32c over [0, offCRC)
+)
+
+// Field offsets inside a recorded mapping (docs/FORMAT.md, "Mapping").
+const (
+	mapCipher     = 0
+	mapKeyBytes   = 48
+	mapSectorSize = 52
+	mapFlags      = 56
+	mapReserved   = 60
+	mapIVOffset   = 64
+	mappingSize   = 72
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -107,7 +152,7 @@ type Mapping struct {
 	IVLargeSectors bool
 }
 
-const mappingCipherLen = 48
+const mappingCipherLen = mapKeyBytes - mapCipher
 
 // Header is the decoded form of one header copy.
 type Header struct {
@@ -149,74 +194,74 @@ func (h *Header) Marshal(macKey []byte) ([]byte, error) {
 	}
 	b := make([]byte, Size)
 	le := binary.LittleEndian
-	copy(b[0:8], magic[:])
-	le.PutUint16(b[8:], Version)
-	le.PutUint16(b[10:], Size)
-	le.PutUint64(b[16:], h.Seq)
-	copy(b[24:40], h.UUID[:])
-	le.PutUint64(b[40:], h.DeviceSize)
-	le.PutUint64(b[48:], h.MetaOffset)
-	le.PutUint64(b[56:], h.MetaSize)
-	le.PutUint64(b[64:], h.DataSize)
-	le.PutUint64(b[72:], h.OldOffset)
-	le.PutUint64(b[80:], h.NewOffset)
-	le.PutUint64(b[88:], h.Window)
-	b[96] = byte(h.Mode)
-	b[97] = byte(h.State)
+	copy(b[offMagic:offVersion], magic[:])
+	le.PutUint16(b[offVersion:], Version)
+	le.PutUint16(b[offSize:], Size)
+	le.PutUint64(b[offSeq:], h.Seq)
+	copy(b[offUUID:offDeviceSize], h.UUID[:])
+	le.PutUint64(b[offDeviceSize:], h.DeviceSize)
+	le.PutUint64(b[offMetaOffset:], h.MetaOffset)
+	le.PutUint64(b[offMetaSize:], h.MetaSize)
+	le.PutUint64(b[offDataSize:], h.DataSize)
+	le.PutUint64(b[offOldOffset:], h.OldOffset)
+	le.PutUint64(b[offNewOffset:], h.NewOffset)
+	le.PutUint64(b[offWindow:], h.Window)
+	b[offMode] = byte(h.Mode)
+	b[offState] = byte(h.State)
 	if h.Descending {
-		b[98] = 1
+		b[offDirection] = 1
 	}
-	le.PutUint64(b[104:], h.Done)
-	le.PutUint64(b[112:], h.LogOffset)
-	le.PutUint64(b[120:], h.LogSize)
-	le.PutUint64(b[128:], h.LogHeadOff)
-	le.PutUint64(b[136:], h.LogHeadSeq)
-	le.PutUint64(b[144:], h.DigestOff)
-	le.PutUint64(b[152:], h.DigestSize)
-	le.PutUint64(b[160:], uint64(h.Created))
-	le.PutUint64(b[168:], uint64(h.Updated))
-	putMapping(b[176:248], h.Old)
-	putMapping(b[248:320], h.New)
-	copy(b[320:352], h.OldKCV[:])
-	copy(b[352:384], h.NewKCV[:])
+	le.PutUint64(b[offDone:], h.Done)
+	le.PutUint64(b[offLogOffset:], h.LogOffset)
+	le.PutUint64(b[offLogSize:], h.LogSize)
+	le.PutUint64(b[offLogHead:], h.LogHeadOff)
+	le.PutUint64(b[offLogHeadSeq:], h.LogHeadSeq)
+	le.PutUint64(b[offDigestOff:], h.DigestOff)
+	le.PutUint64(b[offDigestSize:], h.DigestSize)
+	le.PutUint64(b[offCreated:], uint64(h.Created))
+	le.PutUint64(b[offUpdated:], uint64(h.Updated))
+	putMapping(b[offOldMapping:offOldMapping+mappingSize], h.Old)
+	putMapping(b[offNewMapping:offNewMapping+mappingSize], h.New)
+	copy(b[offOldKCV:offNewKCV], h.OldKCV[:])
+	copy(b[offNewKCV:offReserved2], h.NewKCV[:])
 	mac := hmac.New(sha256.New, macKey)
 	mac.Write(b[:offMAC])
-	copy(b[offMAC:offMAC+32], mac.Sum(nil))
+	copy(b[offMAC:offReserved3], mac.Sum(nil))
 	le.PutUint32(b[offCRC:], crc32.Checksum(b[:offCRC], castagnoli))
 	return b, nil
 }
 
 func putMapping(b []byte, m Mapping) {
 	le := binary.LittleEndian
-	copy(b[0:mappingCipherLen], m.Cipher)
-	le.PutUint32(b[48:], m.KeyBytes)
-	le.PutUint32(b[52:], m.SectorSize)
+	copy(b[mapCipher:mapKeyBytes], m.Cipher)
+	le.PutUint32(b[mapKeyBytes:], m.KeyBytes)
+	le.PutUint32(b[mapSectorSize:], m.SectorSize)
 	if m.IVLargeSectors {
-		le.PutUint32(b[56:], 1)
+		le.PutUint32(b[mapFlags:], 1)
 	}
-	le.PutUint64(b[64:], m.IVOffset)
+	le.PutUint64(b[mapIVOffset:], m.IVOffset)
 }
 
 func getMapping(b []byte) (Mapping, error) {
 	le := binary.LittleEndian
-	name := b[0:mappingCipherLen]
+	name := b[mapCipher:mapKeyBytes]
 	n := bytes.IndexByte(name, 0)
 	if n < 0 {
 		return Mapping{}, fmt.Errorf("%w: cipher spec not terminated", ErrCorrupt)
 	}
-	if !allZero(name[n:]) || !allZero(b[60:64]) {
+	if !allZero(name[n:]) || !allZero(b[mapReserved:mapIVOffset]) {
 		return Mapping{}, fmt.Errorf("%w: non-zero reserved bytes in mapping", ErrCorrupt)
 	}
-	flags := le.Uint32(b[56:])
+	flags := le.Uint32(b[mapFlags:])
 	if flags&^1 != 0 {
 		return Mapping{}, fmt.Errorf("%w: unknown mapping flags %#x", ErrCorrupt, flags)
 	}
 	return Mapping{
 		Cipher:         string(name[:n]),
-		KeyBytes:       le.Uint32(b[48:]),
-		SectorSize:     le.Uint32(b[52:]),
+		KeyBytes:       le.Uint32(b[mapKeyBytes:]),
+		SectorSize:     le.Uint32(b[mapSectorSize:]),
 		IVLargeSectors: flags&1 != 0,
-		IVOffset:       le.Uint64(b[64:]),
+		IVOffset:       le.Uint64(b[mapIVOffset:]),
 	}, nil
 }
 
@@ -237,57 +282,57 @@ func Unmarshal(b []byte) (*Header, error) {
 	if len(b) != Size {
 		return nil, fmt.Errorf("%w: copy is %d bytes, want %d", ErrCorrupt, len(b), Size)
 	}
-	if !bytes.Equal(b[0:8], magic[:]) {
+	if !bytes.Equal(b[offMagic:offVersion], magic[:]) {
 		return nil, ErrNoHeader
 	}
 	le := binary.LittleEndian
 	if got, want := le.Uint32(b[offCRC:]), crc32.Checksum(b[:offCRC], castagnoli); got != want {
 		return nil, fmt.Errorf("%w: checksum %08x, want %08x", ErrCorrupt, got, want)
 	}
-	if v := le.Uint16(b[8:]); v != Version {
+	if v := le.Uint16(b[offVersion:]); v != Version {
 		return nil, fmt.Errorf("%w %d (this cryptshift reads version %d)", ErrUnsupported, v, Version)
 	}
-	if s := le.Uint16(b[10:]); s != Size {
+	if s := le.Uint16(b[offSize:]); s != Size {
 		return nil, fmt.Errorf("%w: header size field %d", ErrCorrupt, s)
 	}
-	if !allZero(b[12:16]) || !allZero(b[99:104]) || !allZero(b[384:offMAC]) || !allZero(b[offMAC+32:offCRC]) {
+	if !allZero(b[offReserved0:offSeq]) || !allZero(b[offReserved1:offDone]) || !allZero(b[offReserved2:offMAC]) || !allZero(b[offReserved3:offCRC]) {
 		return nil, fmt.Errorf("%w: non-zero reserved bytes", ErrCorrupt)
 	}
 	h := &Header{
-		Seq:        le.Uint64(b[16:]),
-		DeviceSize: le.Uint64(b[40:]),
-		MetaOffset: le.Uint64(b[48:]),
-		MetaSize:   le.Uint64(b[56:]),
-		DataSize:   le.Uint64(b[64:]),
-		OldOffset:  le.Uint64(b[72:]),
-		NewOffset:  le.Uint64(b[80:]),
-		Window:     le.Uint64(b[88:]),
-		Mode:       Mode(b[96]),
-		State:      State(b[97]),
-		Descending: b[98] == 1,
-		Done:       le.Uint64(b[104:]),
-		LogOffset:  le.Uint64(b[112:]),
-		LogSize:    le.Uint64(b[120:]),
-		LogHeadOff: le.Uint64(b[128:]),
-		LogHeadSeq: le.Uint64(b[136:]),
-		DigestOff:  le.Uint64(b[144:]),
-		DigestSize: le.Uint64(b[152:]),
-		Created:    int64(le.Uint64(b[160:])),
-		Updated:    int64(le.Uint64(b[168:])),
+		Seq:        le.Uint64(b[offSeq:]),
+		DeviceSize: le.Uint64(b[offDeviceSize:]),
+		MetaOffset: le.Uint64(b[offMetaOffset:]),
+		MetaSize:   le.Uint64(b[offMetaSize:]),
+		DataSize:   le.Uint64(b[offDataSize:]),
+		OldOffset:  le.Uint64(b[offOldOffset:]),
+		NewOffset:  le.Uint64(b[offNewOffset:]),
+		Window:     le.Uint64(b[offWindow:]),
+		Mode:       Mode(b[offMode]),
+		State:      State(b[offState]),
+		Descending: b[offDirection] == 1,
+		Done:       le.Uint64(b[offDone:]),
+		LogOffset:  le.Uint64(b[offLogOffset:]),
+		LogSize:    le.Uint64(b[offLogSize:]),
+		LogHeadOff: le.Uint64(b[offLogHead:]),
+		LogHeadSeq: le.Uint64(b[offLogHeadSeq:]),
+		DigestOff:  le.Uint64(b[offDigestOff:]),
+		DigestSize: le.Uint64(b[offDigestSize:]),
+		Created:    int64(le.Uint64(b[offCreated:])),
+		Updated:    int64(le.Uint64(b[offUpdated:])),
 	}
-	copy(h.UUID[:], b[24:40])
-	if b[98] > 1 {
-		return nil, fmt.Errorf("%w: direction byte %d", ErrCorrupt, b[98])
+	copy(h.UUID[:], b[offUUID:offDeviceSize])
+	if b[offDirection] > 1 {
+		return nil, fmt.Errorf("%w: direction byte %d", ErrCorrupt, b[offDirection])
 	}
 	var err error
-	if h.Old, err = getMapping(b[176:248]); err != nil {
+	if h.Old, err = getMapping(b[offOldMapping : offOldMapping+mappingSize]); err != nil {
 		return nil, err
 	}
-	if h.New, err = getMapping(b[248:320]); err != nil {
+	if h.New, err = getMapping(b[offNewMapping : offNewMapping+mappingSize]); err != nil {
 		return nil, err
 	}
-	copy(h.OldKCV[:], b[320:352])
-	copy(h.NewKCV[:], b[352:384])
+	copy(h.OldKCV[:], b[offOldKCV:offNewKCV])
+	copy(h.NewKCV[:], b[offNewKCV:offReserved2])
 	if err := h.Check(); err != nil {
 		return nil, err
 	}
@@ -401,7 +446,7 @@ func VerifyMAC(b []byte, macKey []byte) error {
 	}
 	mac := hmac.New(sha256.New, macKey)
 	mac.Write(b[:offMAC])
-	if !hmac.Equal(mac.Sum(nil), b[offMAC:offMAC+32]) {
+	if !hmac.Equal(mac.Sum(nil), b[offMAC:offReserved3]) {
 		return ErrAuth
 	}
 	return nil

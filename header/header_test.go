@@ -283,13 +283,13 @@ func TestUnmarshalEnvelope(t *testing.T) {
 		t.Errorf("zeroed copy: %v", err)
 	}
 	b := bytes.Clone(orig)
-	binary.LittleEndian.PutUint16(b[8:], Version+1)
+	binary.LittleEndian.PutUint16(b[offVersion:], Version+1)
 	reseal(b, testKey)
 	if _, err := Unmarshal(b); !errors.Is(err, ErrUnsupported) {
 		t.Errorf("version %d: %v", Version+1, err)
 	}
 	b = bytes.Clone(orig)
-	binary.LittleEndian.PutUint16(b[10:], 512)
+	binary.LittleEndian.PutUint16(b[offSize:], 512)
 	reseal(b, testKey)
 	if _, err := Unmarshal(b); !errors.Is(err, ErrCorrupt) {
 		t.Errorf("size field 512: %v", err)
