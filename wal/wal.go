@@ -25,9 +25,23 @@ const BlockSize = 4096
 
 var magic = [8]byte{'C', 'S', 'L', 'O', 'G', 'R', 'E', 'C'}
 
+// Field offsets inside a record's header block (docs/FORMAT.md, "Record
+// header"). The encoder, the decoder and the golden test (TestGolden) use
+// these names, and TestFormatTable checks them against FORMAT.md's table.
 const (
-	offPayloadHash = 72
+	offMagic       = 0
+	offSeq         = 8
+	offUUID        = 16
+	offType        = 32
+	offReserved0   = 36 // 4 bytes
+	offDone        = 40
+	offPayloadLen  = 48
+	offEncodedLen  = 56
+	offOffset      = 64
+	offPayloadHash = 72 // 16 bytes of digest, then 16 zero bytes
+	offReserved1   = 104
 	offMAC         = 4056 // HMAC-SHA256 over [0, offMAC)
+	offReserved2   = 4088
 	offCRC         = 4092 // crc32c over [0, offCRC), for keyless inspection
 )
 
@@ -145,18 +159,18 @@ func (l *Log) Capacity() int64 { return l.size - BlockSize }
 func (l *Log) encodeHeader(r *Record) []byte {
 	b := make([]byte, BlockSize)
 	le := binary.LittleEndian
-	copy(b[0:8], magic[:])
-	le.PutUint64(b[8:], r.Seq)
-	copy(b[16:32], l.uuid[:])
-	le.PutUint32(b[32:], uint32(r.Type))
-	le.PutUint64(b[40:], r.Done)
-	le.PutUint64(b[48:], r.PayloadLen)
-	le.PutUint64(b[56:], uint64(EncodedLen(int(r.PayloadLen))))
-	le.PutUint64(b[64:], r.Offset)
-	copy(b[offPayloadHash:offPayloadHash+32], r.PayloadHash[:])
+	copy(b[offMagic:offSeq], magic[:])
+	le.PutUint64(b[offSeq:], r.Seq)
+	copy(b[offUUID:offType], l.uuid[:])
+	le.PutUint32(b[offType:], uint32(r.Type))
+	le.PutUint64(b[offDone:], r.Done)
+	le.PutUint64(b[offPayloadLen:], r.PayloadLen)
+	le.PutUint64(b[offEncodedLen:], uint64(EncodedLen(int(r.PayloadLen))))
+	le.PutUint64(b[offOffset:], r.Offset)
+	copy(b[offPayloadHash:offReserved1], r.PayloadHash[:])
 	m := hmac.New(sha256.New, l.macKey)
 	m.Write(b[:offMAC])
-	copy(b[offMAC:offMAC+32], m.Sum(nil))
+	copy(b[offMAC:offReserved2], m.Sum(nil))
 	le.PutUint32(b[offCRC:], crc32.Checksum(b[:offCRC], castagnoli))
 	return b
 }
@@ -201,34 +215,34 @@ func (l *Log) Append(t Type, done uint64, payload []byte) (Record, error) {
 // that record: the end of the valid log.
 func (l *Log) decodeHeader(b []byte, pos int64, seq uint64) (Record, bool) {
 	le := binary.LittleEndian
-	if !bytes.Equal(b[0:8], magic[:]) || le.Uint32(b[offCRC:]) != crc32.Checksum(b[:offCRC], castagnoli) {
+	if !bytes.Equal(b[offMagic:offSeq], magic[:]) || le.Uint32(b[offCRC:]) != crc32.Checksum(b[:offCRC], castagnoli) {
 		return Record{}, false
 	}
 	r := Record{
-		Seq:        le.Uint64(b[8:]),
-		Type:       Type(le.Uint32(b[32:])),
-		Done:       le.Uint64(b[40:]),
-		PayloadLen: le.Uint64(b[48:]),
-		Offset:     le.Uint64(b[64:]),
+		Seq:        le.Uint64(b[offSeq:]),
+		Type:       Type(le.Uint32(b[offType:])),
+		Done:       le.Uint64(b[offDone:]),
+		PayloadLen: le.Uint64(b[offPayloadLen:]),
+		Offset:     le.Uint64(b[offOffset:]),
 	}
-	copy(r.PayloadHash[:], b[offPayloadHash:offPayloadHash+32])
-	if r.Seq != seq || !bytes.Equal(b[16:32], l.uuid[:]) || r.Offset != uint64(pos) {
+	copy(r.PayloadHash[:], b[offPayloadHash:offReserved1])
+	if r.Seq != seq || !bytes.Equal(b[offUUID:offType], l.uuid[:]) || r.Offset != uint64(pos) {
 		return Record{}, false
 	}
 	if r.Type != TypeProgress && r.Type != TypeJournal && r.Type != TypeChecksum {
 		return Record{}, false
 	}
-	if le.Uint32(b[36:]) != 0 || !allZero(b[104:offMAC]) || !allZero(b[offMAC+32:offCRC]) {
+	if le.Uint32(b[offReserved0:]) != 0 || !allZero(b[offReserved1:offMAC]) || !allZero(b[offReserved2:offCRC]) {
 		return Record{}, false
 	}
-	if r.PayloadLen > uint64(l.size) || le.Uint64(b[56:]) != uint64(EncodedLen(int(r.PayloadLen))) ||
+	if r.PayloadLen > uint64(l.size) || le.Uint64(b[offEncodedLen:]) != uint64(EncodedLen(int(r.PayloadLen))) ||
 		pos+EncodedLen(int(r.PayloadLen)) > l.size {
 		return Record{}, false
 	}
 	if l.macKey != nil {
 		m := hmac.New(sha256.New, l.macKey)
 		m.Write(b[:offMAC])
-		if !hmac.Equal(m.Sum(nil), b[offMAC:offMAC+32]) {
+		if !hmac.Equal(m.Sum(nil), b[offMAC:offReserved2]) {
 			return Record{}, false
 		}
 		r.Authentic = true
