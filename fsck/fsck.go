@@ -82,7 +82,9 @@ func (r *Report) add(sev, format string, a ...any) {
 // Audit checks the conversion recorded on t. Problems with the recorded
 // state are findings; an error is returned only when the audit itself
 // cannot proceed (no header, wrong keys, I/O failure), classified with the
-// engine's error classes.
+// engine's error classes. It looks at the header copies, the layout, the
+// log, the live table (LiveName) and the converted data (Data), in that
+// order.
 func Audit(ctx context.Context, t engine.Target, oldKey, newKey []byte, o Options) (*Report, error) {
 	r := &Report{}
 	op, err := engine.OpenRecorded(t, oldKey, newKey)
@@ -91,14 +93,34 @@ func Audit(ctx context.Context, t engine.Target, oldKey, newKey []byte, o Option
 	}
 	h := op.Header()
 	r.Header = h
-	total := h.Windows()
 	r.add(Info, "conversion %x: %s -> %s, resilience %s, %d of %d windows of %d bytes, %s",
-		h.UUID[:4], h.Old.Cipher, h.New.Cipher, h.Mode, h.Done, total, h.Window, h.State)
+		h.UUID[:4], h.Old.Cipher, h.New.Cipher, h.Mode, h.Done, h.Windows(), h.Window, h.State)
 	r.add(Info, "keys match their key check values; header authenticated")
+	if err := auditCopies(r, op, o.Repair); err != nil {
+		return r, err
+	}
+	auditLayout(r, t, h)
+	done, err := auditLog(r, op, h)
+	if err != nil {
+		return r, err
+	}
+	if o.LiveName != "" {
+		auditLive(r, h, oldKey, newKey, o)
+	}
+	if o.Data {
+		if err := auditData(ctx, r, op, done); err != nil {
+			return r, err
+		}
+	}
+	return r, nil
+}
 
-	copies := op.Copies()
+// auditCopies reports header copies that are unreadable, altered or stale
+// and, with repair, rewrites the one that is and drops those findings.
+func auditCopies(r *Report, op *engine.Opened, repair bool) error {
+	h := op.Header()
 	var copyFindings []int // indexes in r.Findings, dropped once repaired
-	for i, c := range copies {
+	for i, c := range op.Copies() {
 		switch {
 		case c.Err != nil:
 			copyFindings = append(copyFindings, len(r.Findings))
@@ -111,18 +133,23 @@ func Audit(ctx context.Context, t engine.Target, oldKey, newKey []byte, o Option
 			r.add(Info, "header copy %d holds an older state (seq %d, newest %d): a commit was interrupted; the next commit (or `verify --repair`) rewrites it", i, c.Header.Seq, h.Seq)
 		}
 	}
-	if o.Repair && len(copyFindings) > 0 {
-		slot, err := op.RepairHeader()
-		if err != nil {
-			return r, err
-		}
-		if slot >= 0 {
-			r.Repaired = append(r.Repaired, slot)
-			r.Findings = dropIndexes(r.Findings, copyFindings)
-			r.add(Info, "repaired: rewrote header copy %d from the authenticated copy %d (now seq %d), and flushed", slot, 1-slot, op.Header().Seq)
-		}
+	if !repair || len(copyFindings) == 0 {
+		return nil
 	}
+	slot, err := op.RepairHeader()
+	if err != nil {
+		return err
+	}
+	if slot >= 0 {
+		r.Repaired = append(r.Repaired, slot)
+		r.Findings = dropIndexes(r.Findings, copyFindings)
+		r.add(Info, "repaired: rewrote header copy %d from the authenticated copy %d (now seq %d), and flushed", slot, 1-slot, op.Header().Seq)
+	}
+	return nil
+}
 
+// auditLayout compares the recorded layout with the device it is on.
+func auditLayout(r *Report, t engine.Target, h *header.Header) {
 	if uint64(t.Data.Size()) != h.DeviceSize {
 		r.add(Error, "device is %d bytes, the conversion was recorded on %d bytes", t.Data.Size(), h.DeviceSize)
 	}
@@ -133,10 +160,14 @@ func Audit(ctx context.Context, t engine.Target, oldKey, newKey []byte, o Option
 			}
 		}
 	}
+}
 
+// auditLog checks the records after the checkpoint and says what a stopped
+// conversion left in flight. It returns the progress the log records.
+func auditLog(r *Report, op *engine.Opened, h *header.Header) (uint64, error) {
 	recs, err := op.Records()
 	if err != nil {
-		return r, err
+		return 0, err
 	}
 	done := h.Done
 	for _, rec := range recs {
@@ -153,40 +184,40 @@ func Audit(ctx context.Context, t engine.Target, oldKey, newKey []byte, o Option
 			r.add(Warning, "the conversion stopped without recording a pause: run `cryptshift recover`, then convert to resume")
 		}
 	}
+	return done, nil
+}
 
-	if o.LiveName != "" {
-		auditLive(r, h, oldKey, newKey, o)
-	}
-
-	if o.Data {
-		for step := uint64(0); step < done; step++ {
-			if err := ctx.Err(); err != nil {
-				return r, fmt.Errorf("audit interrupted: %w: %w", errclass.Paused, err)
-			}
-			w := h.WindowAt(step)
-			st, err := op.CheckWindow(w)
-			if err != nil {
-				return r, err
-			}
-			r.Checked++
-			switch st {
-			case engine.DigestMismatch:
-				r.Changed = append(r.Changed, w)
-			case engine.DigestUnrecorded:
-				r.Unrecorded = append(r.Unrecorded, w)
-			}
+// auditData compares each of the first done steps' windows with its
+// recorded digest.
+func auditData(ctx context.Context, r *Report, op *engine.Opened, done uint64) error {
+	h := op.Header()
+	for step := uint64(0); step < done; step++ {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("audit interrupted: %w: %w", errclass.Paused, err)
 		}
-		if len(r.Changed) > 0 {
-			r.add(Warning, "%d of %d converted windows differ from what was converted (%s): expected if the device was written to since; otherwise data was damaged", len(r.Changed), r.Checked, windowList(r.Changed))
+		w := h.WindowAt(step)
+		st, err := op.CheckWindow(w)
+		if err != nil {
+			return err
 		}
-		if len(r.Unrecorded) > 0 {
-			r.add(Warning, "%d converted windows have no recorded digest (%s)", len(r.Unrecorded), windowList(r.Unrecorded))
-		}
-		if len(r.Changed) == 0 && len(r.Unrecorded) == 0 {
-			r.add(Info, "all %d converted windows decrypt under the new key to exactly the data converted", r.Checked)
+		r.Checked++
+		switch st {
+		case engine.DigestMismatch:
+			r.Changed = append(r.Changed, w)
+		case engine.DigestUnrecorded:
+			r.Unrecorded = append(r.Unrecorded, w)
 		}
 	}
-	return r, nil
+	if len(r.Changed) > 0 {
+		r.add(Warning, "%d of %d converted windows differ from what was converted (%s): expected if the device was written to since; otherwise data was damaged", len(r.Changed), r.Checked, windowList(r.Changed))
+	}
+	if len(r.Unrecorded) > 0 {
+		r.add(Warning, "%d converted windows have no recorded digest (%s)", len(r.Unrecorded), windowList(r.Unrecorded))
+	}
+	if len(r.Changed) == 0 && len(r.Unrecorded) == 0 {
+		r.add(Info, "all %d converted windows decrypt under the new key to exactly the data converted", r.Checked)
+	}
+	return nil
 }
 
 func sameApartFromSeq(a, b *header.Header) bool {
