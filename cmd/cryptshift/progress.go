@@ -10,6 +10,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/cryptshift/cryptshift/engine"
+	"github.com/cryptshift/cryptshift/internal/units"
 )
 
 // Progress display modes (--progress).
@@ -270,14 +271,5 @@ func (m *meter) paused(done, total uint64) {
 	fmt.Fprintln(m.out, msg)
 }
 
-// formatDuration rounds to what a person reads: ms below a second, tenths
-// below a minute, whole seconds above.
-func formatDuration(d time.Duration) string {
-	switch {
-	case d < time.Second:
-		return d.Round(time.Millisecond).String()
-	case d < time.Minute:
-		return d.Round(100 * time.Millisecond).String()
-	}
-	return d.Round(time.Second).String()
-}
+// formatDuration is units.Duration, named as the rest of this file calls it.
+func formatDuration(d time.Duration) string { return units.Duration(d) }

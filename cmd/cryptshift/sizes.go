@@ -5,6 +5,8 @@ import (
 	"math"
 	"strconv"
 	"strings"
+
+	"github.com/cryptshift/cryptshift/internal/units"
 )
 
 // parseSize reads a byte count: plain digits, or digits followed by K, M, G
@@ -50,16 +52,5 @@ func parseSize(s string) (int64, error) {
 	return n * mult, nil
 }
 
-// formatBytes renders a byte count for people: binary units, one decimal.
-func formatBytes(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit && exp < 3; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGT"[exp])
-}
+// formatBytes is units.Bytes, named as the rest of this package calls it.
+func formatBytes(n uint64) string { return units.Bytes(n) }

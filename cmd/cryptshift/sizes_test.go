@@ -28,20 +28,3 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
-
-func TestFormatBytes(t *testing.T) {
-	for in, want := range map[uint64]string{
-		0:          "0 B",
-		1023:       "1023 B",
-		1024:       "1.0 KiB",
-		1536:       "1.5 KiB",
-		256 << 20:  "256.0 MiB",
-		3 << 30:    "3.0 GiB",
-		5 << 40:    "5.0 TiB",
-		5000 << 40: "5000.0 TiB",
-	} {
-		if got := formatBytes(in); got != want {
-			t.Errorf("formatBytes(%d) = %q, want %q", in, got, want)
-		}
-	}
-}
