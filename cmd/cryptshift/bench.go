@@ -1,46 +1,18 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
-	"runtime"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/cryptshift/cryptshift/bench"
 	"github.com/cryptshift/cryptshift/sectorcipher"
 )
 
-// benchReport is the --json schema of bench; docs/PERFORMANCE.md is
-// written from it, so keep field names stable.
-type benchReport struct {
-	Date    string         `json:"date"`
-	Machine machineInfo    `json:"machine"`
-	Ciphers []cipherResult `json:"ciphers"`
-	Convert *convertReport `json:"convert,omitempty"`
-}
-
-// machineInfo is what a figure needs next to it to mean anything: on a
-// shared machine the load average matters as much as the CPU model.
-type machineInfo struct {
-	CPU          string `json:"cpu"`
-	Cores        int    `json:"cores"`
-	CPUFeatures  string `json:"cpu_features"`
-	Kernel       string `json:"kernel"`
-	Go           string `json:"go"`
-	LoadAtStart  string `json:"loadavg_start"`
-	LoadAtEnd    string `json:"loadavg_end"`
-	Root         bool   `json:"root"`
-	GOMAXPROCS   int    `json:"gomaxprocs"`
-	CipherThread string `json:"cipher_threads"`
-}
-
+// benchCommand parses bench's flags; package bench does the rest.
 func benchCommand(stderr io.Writer) *cli.Command {
 	var specs []string
 	for _, s := range sectorcipher.SupportedSpecs() {
@@ -83,118 +55,68 @@ func benchCommand(stderr io.Writer) *cli.Command {
 					return usageErr("--cipher: %v", err)
 				}
 			}
-			var cp *convertParams
+			p := bench.Params{Ciphers: c.StringSlice("cipher"), Time: c.Duration("time"), Repeat: c.Int("repeat"), JSON: c.Bool("json")}
 			if c.String("convert") != "" {
-				p, err := convertParamsFrom(c)
+				cp, err := convertParamsFrom(c)
 				if err != nil {
 					return err
 				}
-				cp = &p
+				p.Convert = &cp
+			}
+			exe, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("find own binary to run conversions in: %w", err)
 			}
 			in := watchSignals(c.Context, stderr)
 			defer in.stop()
-
-			rep := benchReport{Date: time.Now().UTC().Format(time.RFC3339), Machine: describeMachine()}
-			ciphers, err := benchCiphers(c.StringSlice("cipher"), c.Duration("time"), c.Int("repeat"), stderr)
-			if err != nil {
-				return err
-			}
-			rep.Ciphers = ciphers
-			if !c.Bool("json") && len(ciphers) > 0 {
-				// Printed at once: the conversion part may take minutes.
-				fmt.Fprint(c.App.Writer, formatCipherTable(ciphers))
-			}
-			if cp != nil {
-				if rep.Convert, err = runConvertBench(in.ctx, *cp, stderr); err != nil {
-					return err
-				}
-			}
-			rep.Machine.LoadAtEnd = loadAvg()
-			if c.Bool("json") {
-				enc := json.NewEncoder(c.App.Writer)
-				enc.SetIndent("", "  ")
-				return enc.Encode(rep)
-			}
-			if rep.Convert != nil {
-				if len(ciphers) > 0 {
-					fmt.Fprintln(c.App.Writer)
-				}
-				fmt.Fprint(c.App.Writer, formatConvertReport(rep.Convert))
-			}
-			fmt.Fprintf(c.App.Writer, "\n%s, %d cores (%s); load average %s at start, %s at end; %s, %s.\n",
-				rep.Machine.CPU, rep.Machine.Cores, rep.Machine.CPUFeatures, rep.Machine.LoadAtStart,
-				rep.Machine.LoadAtEnd, rep.Machine.Kernel, rep.Machine.Go)
-			return nil
+			return bench.Run(in.ctx, p, exe, c.App.Writer, stderr)
 		},
 	}
 }
 
-func convertParamsFrom(c *cli.Context) (convertParams, error) {
+func convertParamsFrom(c *cli.Context) (bench.ConvertParams, error) {
 	size, err := parseSize(c.String("convert"))
 	if err != nil {
-		return convertParams{}, usageErr("--convert: %v", err)
+		return bench.ConvertParams{}, usageErr("--convert: %v", err)
 	}
 	var window int64
 	if c.String("window") != "" {
 		if window, err = parseSize(c.String("window")); err != nil {
-			return convertParams{}, usageErr("--window: %v", err)
+			return bench.ConvertParams{}, usageErr("--window: %v", err)
 		}
-	}
-	switch c.Int("sector-size") {
-	case 512, 1024, 2048, 4096:
-	default:
-		return convertParams{}, usageErr("--sector-size %d: want 512, 1024, 2048 or 4096", c.Int("sector-size"))
-	}
-	modes := c.StringSlice("mode")
-	for _, m := range modes {
-		if !slices.Contains([]string{"journal", "checksum", "shift", "none"}, m) {
-			return convertParams{}, usageErr("--mode %q: want journal, checksum, shift or none", m)
-		}
-	}
-	if _, _, _, err := benchLayout(size, window, c.Int("sector-size")); err != nil {
-		return convertParams{}, err
 	}
 	dir := c.String("dir")
 	if dir == "" {
 		dir = os.TempDir()
 	}
-	return convertParams{dir: dir, size: size, window: window, sectorSize: c.Int("sector-size"),
-		repeat: c.Int("repeat"), modes: modes, verify: c.Bool("verify")}, nil
+	p := bench.ConvertParams{Dir: dir, Size: size, Window: window, SectorSize: c.Int("sector-size"),
+		Repeat: c.Int("repeat"), Modes: c.StringSlice("mode"), Verify: c.Bool("verify")}
+	return p, p.Check()
 }
 
-func describeMachine() machineInfo {
-	m := machineInfo{CPU: cpuModel(), Cores: runtime.NumCPU(), CPUFeatures: cipherFeatures(),
-		Go: runtime.Version(), LoadAtStart: loadAvg(), Root: os.Geteuid() == 0,
-		GOMAXPROCS: runtime.GOMAXPROCS(0), CipherThread: "1 goroutine (figures are per core)"}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		m.Kernel = "Linux " + strings.TrimSpace(string(b))
+// benchChildCommand is the hidden subcommand bench runs each timed
+// conversion in (bench.ChildCommand).
+func benchChildCommand() *cli.Command {
+	return &cli.Command{
+		Name:   bench.ChildCommand,
+		Hidden: true,
+		Usage:  "internal to bench: one timed conversion",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "image", Required: true},
+			&cli.StringFlag{Name: "old-key-file", Required: true},
+			&cli.StringFlag{Name: "new-key-file", Required: true},
+			&cli.StringFlag{Name: "mode", Required: true},
+			&cli.Int64Flag{Name: "data-offset"},
+			&cli.Int64Flag{Name: "data-size", Required: true},
+			&cli.Int64Flag{Name: "window", Required: true},
+			&cli.Int64Flag{Name: "meta-size", Required: true},
+			&cli.IntFlag{Name: "sector-size", Required: true},
+		},
+		Action: func(c *cli.Context) error {
+			return bench.Child(c.Context, bench.ChildParams{Image: c.String("image"),
+				OldKeyFile: c.String("old-key-file"), NewKeyFile: c.String("new-key-file"), Mode: c.String("mode"),
+				DataOffset: c.Int64("data-offset"), DataSize: c.Int64("data-size"), Window: c.Int64("window"),
+				MetaSize: c.Int64("meta-size"), SectorSize: c.Int("sector-size")}, c.App.Writer)
+		},
 	}
-	return m
-}
-
-func cpuModel() string {
-	b, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return runtime.GOARCH
-	}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return runtime.GOARCH
-}
-
-// loadAvg returns the 1, 5 and 15 minute load averages.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
 }

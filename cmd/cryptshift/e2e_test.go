@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cryptshift/cryptshift/demo"
 	"github.com/cryptshift/cryptshift/sectorcipher"
 )
 
@@ -138,7 +139,7 @@ func xtsCipher(t *testing.T, key []byte) sectorcipher.Cipher {
 func (c *runner) makeImage(name string, size, dataSize int64, key []byte) (string, []byte) {
 	c.t.Helper()
 	plain := make([]byte, dataSize)
-	demoPlain(plain, 0)
+	demo.Plain(plain, 0)
 	img := make([]byte, size)
 	copy(img, plain)
 	xtsCipher(c.t, key).Encrypt(img[:dataSize], 0)
@@ -568,7 +569,7 @@ func TestEndToEndStatusPlaintextSide(t *testing.T) {
 	c := buildCLI(t)
 	newKey := c.file("new.key", testKey(10))
 	plain := make([]byte, e2eData)
-	demoPlain(plain, 0)
+	demo.Plain(plain, 0)
 	img := c.file("plain.img", append(bytes.Clone(plain), make([]byte, e2eImage-e2eData)...))
 	c.must(exitOK, nil, "convert", "--old-cipher", "none", "--new-key-file", newKey,
 		"--metadata-size", "2M", "--window", "1M", "--progress", "none", img)

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"crypto/aes"
@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/cpu"
 	"golang.org/x/sys/unix"
 
+	"github.com/cryptshift/cryptshift/demo"
 	"github.com/cryptshift/cryptshift/sectorcipher"
 )
 
@@ -129,7 +130,7 @@ func benchCiphers(specs []string, perRound time.Duration, rounds int, progress i
 		}
 		isXTS := strings.HasPrefix(spec.String(), "aes-xts-")
 		for _, keyLen := range spec.KeySizes() {
-			key, err := randomKey(keyLen)
+			key, err := demo.RandomKey(keyLen)
 			if err != nil {
 				return nil, err
 			}

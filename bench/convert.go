@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bufio"
@@ -16,30 +16,35 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
 	"github.com/cryptshift/cryptshift/blockdev"
+	"github.com/cryptshift/cryptshift/demo"
 	"github.com/cryptshift/cryptshift/engine"
 	"github.com/cryptshift/cryptshift/errclass"
+	"github.com/cryptshift/cryptshift/internal/units"
 	"github.com/cryptshift/cryptshift/sectorcipher"
 )
 
-// benchChildName is the hidden subcommand that runs one timed conversion.
-// Each conversion runs in its own process so that its peak RSS is its
-// own, not the benchmark's buffers or an earlier conversion's heap.
-const benchChildName = "bench-convert-child"
+// ChildCommand is the hidden subcommand that runs one timed conversion
+// (Child). Each conversion runs in its own process so that its peak RSS is
+// its own, not the benchmark's buffers or an earlier conversion's heap.
+const ChildCommand = "bench-convert-child"
 
 const benchCipher = "aes-xts-plain64"
 
-type convertParams struct {
-	dir        string
-	size       int64
-	window     int64 // 0: the demo layout's
-	sectorSize int
-	repeat     int
-	modes      []string
-	verify     bool
+// ConvertParams is the conversion benchmark: an image of Size in a new
+// directory under Dir, each of Modes converted Repeat times with Window (0:
+// the demo layout's) and SectorSize, the data checked after each when
+// Verify.
+type ConvertParams struct {
+	Dir        string
+	Size       int64
+	Window     int64
+	SectorSize int
+	Repeat     int
+	Modes      []string
+	Verify     bool
 }
 
 // convertRun is one copy and the conversion timed right after it.
@@ -71,7 +76,8 @@ type modeResult struct {
 	PeakRSSKiB     int64        `json:"peak_rss_kib"` // the largest over the runs
 }
 
-type convertReport struct {
+// ConvertReport is the conversion part of a Report.
+type ConvertReport struct {
 	Dir        string `json:"dir"`
 	FSType     string `json:"fs_type"`
 	ImageSize  int64  `json:"image_size"`
@@ -89,25 +95,25 @@ type convertReport struct {
 	Modes        []modeResult `json:"modes"`
 }
 
-// benchLayout plans the image: the demo's metadata size and window, and
+// Layout plans the image: the demo's metadata size and window, and
 // a data area one window short of the metadata so that shift mode has its
 // gap. Every mode converts this same data size, so all are timed against
 // copies of the same number of bytes.
-func benchLayout(size, window int64, sectorSize int) (metaSize, win, dataSize int64, err error) {
-	metaSize, win, err = demoLayout(size)
+func Layout(size, window int64, sectorSize int) (metaSize, win, dataSize int64, err error) {
+	metaSize, win, err = demo.Layout(size)
 	if err != nil {
 		return 0, 0, 0, err
 	}
 	if window != 0 {
 		if window%4096 != 0 || window%int64(sectorSize) != 0 {
-			return 0, 0, 0, usageErr("--window %d: want a multiple of 4 KiB and of the sector size", window)
+			return 0, 0, 0, fmt.Errorf("%w: --window %d: want a multiple of 4 KiB and of the sector size", errclass.Usage, window)
 		}
 		win = window
 	}
 	dataSize = (size - metaSize - win) / int64(sectorSize) * int64(sectorSize)
 	if dataSize < win {
-		return 0, 0, 0, usageErr("--convert %s leaves no room for a window of data beside %s of metadata and the shift gap",
-			formatBytes(uint64(size)), formatBytes(uint64(metaSize)))
+		return 0, 0, 0, fmt.Errorf("%w: --convert %s leaves no room for a window of data beside %s of metadata and the shift gap",
+			errclass.Usage, units.Bytes(uint64(size)), units.Bytes(uint64(metaSize)))
 	}
 	return metaSize, win, dataSize, nil
 }
@@ -189,7 +195,7 @@ func verifyBenchData(path string, off, size int64, key []byte, sectorSize int) e
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
-	return compareDemo(r, size, c)
+	return demo.Compare(r, size, c)
 }
 
 // childResult is what the child prints on stdout.
@@ -199,60 +205,53 @@ type childResult struct {
 	VmHWMKiB  int64   `json:"vmhwm_kib"`
 }
 
-func benchChildCommand() *cli.Command {
-	return &cli.Command{
-		Name:   benchChildName,
-		Hidden: true,
-		Usage:  "internal to bench: one timed conversion",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "image", Required: true},
-			&cli.StringFlag{Name: "old-key-file", Required: true},
-			&cli.StringFlag{Name: "new-key-file", Required: true},
-			&cli.StringFlag{Name: "mode", Required: true},
-			&cli.Int64Flag{Name: "data-offset"},
-			&cli.Int64Flag{Name: "data-size", Required: true},
-			&cli.Int64Flag{Name: "window", Required: true},
-			&cli.Int64Flag{Name: "meta-size", Required: true},
-			&cli.IntFlag{Name: "sector-size", Required: true},
-		},
-		Action: func(c *cli.Context) error {
-			oldKey, err := os.ReadFile(c.String("old-key-file"))
-			if err != nil {
-				return fmt.Errorf("%w: %w", errclass.Usage, err)
-			}
-			newKey, err := os.ReadFile(c.String("new-key-file"))
-			if err != nil {
-				return fmt.Errorf("%w: %w", errclass.Usage, err)
-			}
-			off := c.Int64("data-offset")
-			mode := c.String("mode")
-			ss := c.Int("sector-size")
-			cfg := engine.Config{
-				Old:        engine.Side{Cipher: benchCipher, Key: oldKey, SectorSize: ss},
-				New:        engine.Side{Cipher: benchCipher, Key: newKey, SectorSize: ss},
-				DataOffset: &off, DataSize: c.Int64("data-size"),
-				Mode: mode, Window: c.Int64("window"), MetaSize: c.Int64("meta-size"),
-				Force: mode == "none",
-			}
-			d, err := blockdev.Open(c.String("image"), blockdev.Options{Exclusive: true, Direct: true})
-			if err != nil {
-				return fmt.Errorf("%w: %w", errclass.Device, err)
-			}
-			defer d.Close()
-			start := time.Now()
-			res, err := engine.Convert(c.Context, engine.Target{Data: d, Meta: d, MetaOnData: true}, cfg, engine.Options{})
-			if err != nil {
-				return err
-			}
-			el := time.Since(start)
-			hwm, err := vmHWM()
-			if err != nil {
-				return err
-			}
-			return json.NewEncoder(c.App.Writer).Encode(childResult{Seconds: el.Seconds(),
-				NewOffset: int64(res.Header.NewOffset), VmHWMKiB: hwm})
-		},
+// ChildParams is one timed conversion, as the hidden ChildCommand's flags
+// give it.
+type ChildParams struct {
+	Image                  string
+	OldKeyFile, NewKeyFile string
+	Mode                   string
+	DataOffset, DataSize   int64
+	Window, MetaSize       int64
+	SectorSize             int
+}
+
+// Child runs one timed conversion in this process and writes its result
+// for the parent (runChild) to stdout.
+func Child(ctx context.Context, p ChildParams, stdout io.Writer) error {
+	oldKey, err := os.ReadFile(p.OldKeyFile)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errclass.Usage, err)
 	}
+	newKey, err := os.ReadFile(p.NewKeyFile)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errclass.Usage, err)
+	}
+	off := p.DataOffset
+	cfg := engine.Config{
+		Old:        engine.Side{Cipher: benchCipher, Key: oldKey, SectorSize: p.SectorSize},
+		New:        engine.Side{Cipher: benchCipher, Key: newKey, SectorSize: p.SectorSize},
+		DataOffset: &off, DataSize: p.DataSize,
+		Mode: p.Mode, Window: p.Window, MetaSize: p.MetaSize,
+		Force: p.Mode == "none",
+	}
+	d, err := blockdev.Open(p.Image, blockdev.Options{Exclusive: true, Direct: true})
+	if err != nil {
+		return fmt.Errorf("%w: %w", errclass.Device, err)
+	}
+	defer d.Close()
+	start := time.Now()
+	res, err := engine.Convert(ctx, engine.Target{Data: d, Meta: d, MetaOnData: true}, cfg, engine.Options{})
+	if err != nil {
+		return err
+	}
+	el := time.Since(start)
+	hwm, err := vmHWM()
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(stdout).Encode(childResult{Seconds: el.Seconds(),
+		NewOffset: int64(res.Header.NewOffset), VmHWMKiB: hwm})
 }
 
 // vmHWM reads this process's peak resident set size from the kernel.
@@ -288,7 +287,7 @@ func parseVmHWM(status []byte) (int64, error) {
 // report, ru_maxrss and CPU time.
 func runChild(ctx context.Context, exe string, args []string) (childResult, int64, float64, error) {
 	var so, se bytes.Buffer
-	cmd := exec.CommandContext(ctx, exe, append([]string{benchChildName}, args...)...)
+	cmd := exec.CommandContext(ctx, exe, append([]string{ChildCommand}, args...)...)
 	cmd.Stdout, cmd.Stderr = &so, &se
 	if err := cmd.Run(); err != nil {
 		return childResult{}, 0, 0, fmt.Errorf("conversion child: %w: %s", err, strings.TrimSpace(se.String()))
@@ -309,25 +308,21 @@ func runChild(ctx context.Context, exe string, args []string) (childResult, int6
 // one starts from the previous one's key and data offset (the engine
 // accepts a new conversion on a finished one's result), so no run pays
 // for, or is disturbed by, rewriting the image between runs.
-func runConvertBench(ctx context.Context, p convertParams, progress io.Writer) (*convertReport, error) {
-	metaSize, window, dataSize, err := benchLayout(p.size, p.window, p.sectorSize)
+func runConvertBench(ctx context.Context, p ConvertParams, exe string, progress io.Writer) (*ConvertReport, error) {
+	metaSize, window, dataSize, err := Layout(p.Size, p.Window, p.SectorSize)
 	if err != nil {
 		return nil, err
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("find own binary to run conversions in: %w", err)
-	}
-	work, err := os.MkdirTemp(p.dir, "cryptshift-bench-")
+	work, err := os.MkdirTemp(p.Dir, "cryptshift-bench-")
 	if err != nil {
 		return nil, fmt.Errorf("%w: bench directory: %w", errclass.Device, err)
 	}
 	defer os.RemoveAll(work)
-	rep := &convertReport{Dir: work, FSType: fsType(work), ImageSize: p.size, DataSize: dataSize,
-		MetaSize: metaSize, Window: window, Cipher: benchCipher, KeyBits: 512, SectorSize: p.sectorSize,
-		Repeat: p.repeat, CacheDropped: true}
+	rep := &ConvertReport{Dir: work, FSType: fsType(work), ImageSize: p.Size, DataSize: dataSize,
+		MetaSize: metaSize, Window: window, Cipher: benchCipher, KeyBits: 512, SectorSize: p.SectorSize,
+		Repeat: p.Repeat, CacheDropped: true}
 	img := filepath.Join(work, "disk.img")
-	key, err := randomKey(64)
+	key, err := demo.RandomKey(64)
 	if err != nil {
 		return nil, err
 	}
@@ -335,12 +330,12 @@ func runConvertBench(ctx context.Context, p convertParams, progress io.Writer) (
 	if err != nil {
 		return nil, err
 	}
-	c, err := sectorcipher.New(sectorcipher.Mapping{Spec: spec, Key: key, SectorSize: p.sectorSize})
+	c, err := sectorcipher.New(sectorcipher.Mapping{Spec: spec, Key: key, SectorSize: p.SectorSize})
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(progress, "building %s image %s\n", formatBytes(uint64(p.size)), img)
-	if err := writeDemoImage(img, p.size, dataSize, c); err != nil {
+	fmt.Fprintf(progress, "building %s image %s\n", units.Bytes(uint64(p.Size)), img)
+	if err := demo.WriteImage(img, p.Size, dataSize, c); err != nil {
 		return nil, err
 	}
 	drop := func() {
@@ -351,24 +346,24 @@ func runConvertBench(ctx context.Context, p convertParams, progress io.Writer) (
 	oldKeyFile, newKeyFile := filepath.Join(work, "old.key"), filepath.Join(work, "new.key")
 	var off int64
 	byMode := map[string]*modeResult{}
-	for _, m := range p.modes {
+	for _, m := range p.Modes {
 		rep.Modes = append(rep.Modes, modeResult{Mode: m})
 	}
 	for i := range rep.Modes {
 		byMode[rep.Modes[i].Mode] = &rep.Modes[i]
 	}
-	for r := 1; r <= p.repeat; r++ {
-		for _, m := range p.modes {
+	for r := 1; r <= p.Repeat; r++ {
+		for _, m := range p.Modes {
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
-			fmt.Fprintf(progress, "run %d/%d %s: copy\n", r, p.repeat, m)
+			fmt.Fprintf(progress, "run %d/%d %s: copy\n", r, p.Repeat, m)
 			drop()
 			copyT, err := copyInPlace(img, off, dataSize, window)
 			if err != nil {
 				return nil, err
 			}
-			newKey, err := randomKey(64)
+			newKey, err := demo.RandomKey(64)
 			if err != nil {
 				return nil, err
 			}
@@ -378,20 +373,20 @@ func runConvertBench(ctx context.Context, p convertParams, progress io.Writer) (
 			if err := os.WriteFile(newKeyFile, newKey, 0o600); err != nil {
 				return nil, fmt.Errorf("write key file: %w", err)
 			}
-			fmt.Fprintf(progress, "run %d/%d %s: convert\n", r, p.repeat, m)
+			fmt.Fprintf(progress, "run %d/%d %s: convert\n", r, p.Repeat, m)
 			drop()
 			cr, maxrss, cpu, err := runChild(ctx, exe, []string{"--image", img, "--old-key-file", oldKeyFile,
 				"--new-key-file", newKeyFile, "--mode", m, "--data-offset", fmt.Sprint(off),
 				"--data-size", fmt.Sprint(dataSize), "--window", fmt.Sprint(window),
-				"--meta-size", fmt.Sprint(metaSize), "--sector-size", fmt.Sprint(p.sectorSize)})
+				"--meta-size", fmt.Sprint(metaSize), "--sector-size", fmt.Sprint(p.SectorSize)})
 			if err != nil {
 				return nil, fmt.Errorf("%s run %d: %w", m, r, err)
 			}
 			key, off = newKey, cr.NewOffset
 			run := convertRun{CopySeconds: copyT.Seconds(), ConvertSeconds: cr.Seconds,
 				Ratio: cr.Seconds / copyT.Seconds(), PeakRSSKiB: cr.VmHWMKiB, MaxRSSKiB: maxrss, CPUSeconds: cpu}
-			if p.verify {
-				if err := verifyBenchData(img, off, dataSize, key, p.sectorSize); err != nil {
+			if p.Verify {
+				if err := verifyBenchData(img, off, dataSize, key, p.SectorSize); err != nil {
 					return nil, fmt.Errorf("%s run %d: converted data is wrong: %w", m, r, err)
 				}
 				run.Verified = true
@@ -426,11 +421,11 @@ func summarizeMode(m *modeResult, dataSize int64) {
 	}
 }
 
-func formatConvertReport(r *convertReport) string {
+func formatConvertReport(r *ConvertReport) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Conversion of a %s image (%s data, %s metadata, window %s) on %s in %s: %s, %d-bit key, %d-byte sectors, %d run(s) per mode, each after an in-place O_DIRECT copy of the same range.\n",
-		formatBytes(uint64(r.ImageSize)), formatBytes(uint64(r.DataSize)), formatBytes(uint64(r.MetaSize)),
-		formatBytes(uint64(r.Window)), r.FSType, r.Dir, r.Cipher, r.KeyBits, r.SectorSize, r.Repeat)
+		units.Bytes(uint64(r.ImageSize)), units.Bytes(uint64(r.DataSize)), units.Bytes(uint64(r.MetaSize)),
+		units.Bytes(uint64(r.Window)), r.FSType, r.Dir, r.Cipher, r.KeyBits, r.SectorSize, r.Repeat)
 	if r.CacheDropped {
 		b.WriteString("Page cache dropped before every copy and conversion.\n")
 	} else {
@@ -446,7 +441,7 @@ func formatConvertReport(r *convertReport) string {
 		}
 		rows = append(rows, []string{m.Mode, fmt.Sprintf("%.2f", m.MedianCopyS), fmt.Sprintf("%.2f", m.MedianConvertS),
 			fmt.Sprintf("%.2f", m.MedianRatio), fmt.Sprintf("%.2f", m.MedianCPUS), fmt.Sprintf("%.0f", m.ConvertMBps), fmt.Sprintf("%.0f", m.CopyMBps),
-			formatBytes(uint64(m.PeakRSSKiB) << 10), verified})
+			units.Bytes(uint64(m.PeakRSSKiB) << 10), verified})
 	}
 	b.WriteString(formatTable([]string{"mode", " copy s", " convert s", " ratio", " cpu s", " convert MB/s", " copy MB/s", " peak RSS", "verified"}, rows))
 	return b.String()
