@@ -4,75 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync/atomic"
 	"testing"
 
-	"github.com/cryptshift/cryptshift/blockdev"
 	"github.com/cryptshift/cryptshift/errclass"
-	"github.com/cryptshift/cryptshift/header"
-	"github.com/cryptshift/cryptshift/sectorcipher"
+	"github.com/cryptshift/cryptshift/internal/testkit"
 )
-
-// memCrypto is CryptoDevices over a Mem: what a dm-crypt mapping does,
-// done here, and counting what went through it.
-type memCrypto struct {
-	dev    blockdev.Device
-	opened int
-	// Read ahead runs concurrently with the write of the previous window.
-	reads, write atomic.Int64
-}
-
-func (m *memCrypto) Open(h *header.Header, oldKey, newKey []byte) (blockdev.Device, blockdev.Device, error) {
-	m.opened++
-	mk := func(hm header.Mapping, key []byte, base uint64) (blockdev.Device, error) {
-		mm, err := hm.WithKey(key)
-		if err != nil {
-			return nil, err
-		}
-		c, err := sectorcipher.New(mm)
-		if err != nil {
-			return nil, err
-		}
-		return &memCrypt{m: m, dev: m.dev, base: int64(base), size: int64(h.DataSize), c: c}, nil
-	}
-	o, err := mk(h.Old, oldKey, h.OldOffset)
-	if err != nil {
-		return nil, nil, err
-	}
-	n, err := mk(h.New, newKey, h.NewOffset)
-	return o, n, err
-}
-
-type memCrypt struct {
-	m          *memCrypto
-	dev        blockdev.Device
-	base, size int64
-	c          sectorcipher.Cipher
-}
-
-func (d *memCrypt) ReadAt(p []byte, off int64) (int, error) {
-	if off+int64(len(p)) > d.size {
-		return 0, fmt.Errorf("read past the mapping")
-	}
-	n, err := d.dev.ReadAt(p, d.base+off)
-	d.c.Decrypt(p, uint64(off)/512)
-	d.m.reads.Add(int64(n))
-	return n, err
-}
-
-func (d *memCrypt) WriteAt(p []byte, off int64) (int, error) {
-	if off+int64(len(p)) > d.size {
-		return 0, fmt.Errorf("write past the mapping")
-	}
-	ct := append([]byte(nil), p...)
-	d.c.Encrypt(ct, uint64(off)/512)
-	d.m.write.Add(int64(len(p)))
-	return d.dev.WriteAt(ct, d.base+off)
-}
-
-func (d *memCrypt) Flush() error { return d.dev.Flush() }
-func (d *memCrypt) Size() int64  { return d.size }
-func (d *memCrypt) Close() error { return nil }
 
 // TestCryptoDevicesCarryTheData converts through CryptoDevices in the two
 // modes that allow them, for pairs of mappings that include plaintext and
@@ -88,14 +24,14 @@ func TestCryptoDevicesCarryTheData(t *testing.T) {
 					dataOff = 2 * testWindow
 				}
 				f := newFixture(t, p[0], p[1], dataOff, 5*testWindow+4096, 4<<20)
-				mc := &memCrypto{dev: f.dev}
+				mc := &testkit.CryptoDevices{Data: f.dev}
 				res, err := Convert(context.Background(), f.target(), f.config(mode), Options{Crypto: mc})
 				if err != nil {
 					t.Fatal(err)
 				}
 				f.check(t, res.Header)
-				if mc.opened != 1 || mc.reads.Load() != f.dataSize || mc.write.Load() != f.dataSize {
-					t.Fatalf("crypto devices opened %d times, read %d and wrote %d bytes of %d", mc.opened, mc.reads.Load(), mc.write.Load(), f.dataSize)
+				if mc.Opened.Load() != 1 || mc.Reads.Load() != f.dataSize || mc.Writes.Load() != f.dataSize {
+					t.Fatalf("crypto devices opened %d times, read %d and wrote %d bytes of %d", mc.Opened.Load(), mc.Reads.Load(), mc.Writes.Load(), f.dataSize)
 				}
 				// The digests the engine recorded from the plaintext it saw
 				// must be those of the data now on disk.
@@ -120,10 +56,10 @@ func TestCryptoDevicesRefusedForJournalAndChecksum(t *testing.T) {
 	for _, mode := range []string{"journal", "checksum", ""} {
 		f := newFixture(t, sides[1], sides[2], 0, 5*testWindow, 4<<20)
 		before := devHash(f.dev)
-		mc := &memCrypto{dev: f.dev}
+		mc := &testkit.CryptoDevices{Data: f.dev}
 		_, err := Convert(context.Background(), f.target(), f.config(mode), Options{Crypto: mc})
-		if !errors.Is(err, errclass.Usage) || devHash(f.dev) != before || mc.opened != 0 {
-			t.Fatalf("mode %q: err %v, device changed %v, opened %d", mode, err, devHash(f.dev) != before, mc.opened)
+		if !errors.Is(err, errclass.Usage) || devHash(f.dev) != before || mc.Opened.Load() != 0 {
+			t.Fatalf("mode %q: err %v, device changed %v, opened %d", mode, err, devHash(f.dev) != before, mc.Opened.Load())
 		}
 	}
 	f := newFixture(t, sides[1], sides[2], 0, 5*testWindow, 4<<20)
@@ -135,7 +71,7 @@ func TestCryptoDevicesRefusedForJournalAndChecksum(t *testing.T) {
 	}
 	before := devHash(f.dev)
 	cfg.Mode = ""
-	mc := &memCrypto{dev: f.dev}
+	mc := &testkit.CryptoDevices{Data: f.dev}
 	if _, err := Convert(context.Background(), f.target(), cfg, Options{Crypto: mc}); !errors.Is(err, errclass.Usage) || devHash(f.dev) != before {
 		t.Fatalf("resume of checksum with crypto devices: err %v, device changed %v", err, devHash(f.dev) != before)
 	}

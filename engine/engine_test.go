@@ -6,36 +6,20 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"testing"
 
 	"github.com/cryptshift/cryptshift/blockdev"
 	"github.com/cryptshift/cryptshift/errclass"
 	"github.com/cryptshift/cryptshift/header"
+	"github.com/cryptshift/cryptshift/internal/testkit"
 	"github.com/cryptshift/cryptshift/sectorcipher"
 )
 
-// plaintext builds data that looks like a filesystem to the plausibility
-// check: text-like bytes with the position written in, never uniform.
-func plaintext(n int, seed uint64) []byte {
-	r := rand.New(rand.NewPCG(seed, 7))
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = "abcdefghijklmnop \n"[r.IntN(18)]
-	}
-	for off := 0; off+16 <= n; off += 512 {
-		copy(b[off:], fmt.Sprintf("sector %08d|", off/512))
-	}
-	return b
-}
-
-func key(n int, seed byte) []byte {
-	k := make([]byte, n)
-	for i := range k {
-		k[i] = seed + byte(i)*7
-	}
-	return k
-}
+// plaintext and key are the shared test kit's.
+var (
+	plaintext = testkit.Plaintext
+	key       = testkit.Key
+)
 
 type side struct {
 	cipher string
