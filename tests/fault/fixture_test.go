@@ -3,13 +3,13 @@ package fault
 import (
 	"bytes"
 	"fmt"
-	"math/rand/v2"
 	"testing"
 	"time"
 
 	"github.com/cryptshift/cryptshift/blockdev"
 	"github.com/cryptshift/cryptshift/engine"
 	"github.com/cryptshift/cryptshift/header"
+	"github.com/cryptshift/cryptshift/internal/testkit"
 	"github.com/cryptshift/cryptshift/sectorcipher"
 )
 
@@ -45,24 +45,12 @@ func (s sideSpec) key() []byte {
 	if s.keyLen == 0 {
 		return nil
 	}
-	k := make([]byte, s.keyLen)
-	for i := range k {
-		k[i] = s.keySeed + byte(i)*7
-	}
-	return k
+	return testkit.Key(s.keyLen, s.keySeed)
 }
 
 func (s sideSpec) cipherFor(t testing.TB) sectorcipher.Cipher {
 	t.Helper()
-	spec, err := sectorcipher.ParseSpec(s.cipher)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := sectorcipher.New(sectorcipher.Mapping{Spec: spec, Key: s.key(), SectorSize: s.ss})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return testkit.Cipher(t, testkit.Mapping(t, s.cipher, s.key(), s.ss))
 }
 
 func (s sideSpec) side() engine.Side {
@@ -124,20 +112,6 @@ type fixture struct {
 	cfg        engine.Config
 }
 
-// textPlain is data the engine's plausibility check takes for a
-// filesystem: text-like, with every 512-byte sector naming itself.
-func textPlain(n int, seed uint64) []byte {
-	r := rand.New(rand.NewPCG(seed, 11))
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = "abcdefghijklmnop \n"[r.IntN(18)]
-	}
-	for off := 0; off+16 <= n; off += 512 {
-		copy(b[off:], fmt.Sprintf("sector %08d|", off/512))
-	}
-	return b
-}
-
 var (
 	testUUID = [16]byte{0xc5, 1, 2, 3, 4, 5, 0x46, 7, 0x88, 9, 10, 11, 12, 13, 14, 15}
 	testNow  = func() time.Time { return time.Unix(1_700_000_000, 0) }
@@ -148,7 +122,7 @@ func newFixture(t testing.TB, sc scenario) *fixture {
 	f := &fixture{sc: sc, dataSize: int64(sc.windows)*sc.window + sc.tail}
 	f.windows = int(f.geometry().Windows())
 	f.unit = int64(max(sc.old.ss, sc.nw.ss))
-	f.plain = textPlain(int(f.dataSize), uint64(f.dataSize)^uint64(len(sc.String())))
+	f.plain = testkit.Plaintext(int(f.dataSize), uint64(f.dataSize)^uint64(len(sc.String())))
 	region := f.dataSize
 	if sc.mode == "shift" {
 		region += sc.window
@@ -215,7 +189,7 @@ func (f *fixture) options(h engine.Holder, hooks *engine.Hooks) engine.Options {
 func (f *fixture) convertOptions(tgt engine.Target, h engine.Holder, hooks *engine.Hooks) engine.Options {
 	o := f.options(h, hooks)
 	if f.sc.kernel {
-		o.Crypto = simCryptoDevices{data: tgt.Data}
+		o.Crypto = &testkit.CryptoDevices{Data: tgt.Data}
 	}
 	return o
 }
