@@ -3,12 +3,12 @@ package vm
 import (
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"regexp"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/cryptshift/cryptshift/internal/testkit"
 	"github.com/cryptshift/cryptshift/tests/vm/internal/record"
 )
 
@@ -17,14 +17,7 @@ import (
 // acknowledged, then boots again on the same image: every record the guest saw
 // synced must be there, both to the host and to the second guest.
 func TestKillKeepsSyncedWrites(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("CRYPTSHIFT_VM_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("CRYPTSHIFT_VM_SEED: %v", err)
-		}
-		seed = v
-	}
+	seed := testkit.VMSeed(t)
 	t.Logf("seed %d (the kill delay and the record contents derive from it; rerun with CRYPTSHIFT_VM_SEED)", seed)
 	rng := rand.New(rand.NewPCG(seed, 0))
 	const killAt = 30
