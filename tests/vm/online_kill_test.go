@@ -3,12 +3,12 @@ package vm
 import (
 	"encoding/hex"
 	"math/rand/v2"
-	"os"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cryptshift/cryptshift/internal/testkit"
 )
 
 // TestOnlineKillActivateResume kills the guest in the middle of an online
@@ -19,14 +19,7 @@ import (
 // conversion online under a new writer and checks everything once more,
 // finally through a fresh `cryptsetup open` with key B.
 func TestOnlineKillActivateResume(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("CRYPTSHIFT_VM_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("CRYPTSHIFT_VM_SEED: %v", err)
-		}
-		seed = v
-	}
+	seed := testkit.VMSeed(t)
 	t.Logf("seed %d (the kill delay derives from it; rerun with CRYPTSHIFT_VM_SEED)", seed)
 	rng := rand.New(rand.NewPCG(seed, 1))
 	delay := RandomDelay(rng, 0, 3*time.Second)
