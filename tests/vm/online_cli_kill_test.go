@@ -4,12 +4,13 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cryptshift/cryptshift/internal/testkit"
 )
 
 var vmKills = flag.Int("vm.kills", 21, "TestOnlineCLIKill: interrupted online conversions to aim for (each VM kill interrupts one per resilience mode)")
@@ -194,14 +195,7 @@ func killBootScript(boot int, lanes string, final bool) string {
 // converts to the end and checks as scenario 1 does.
 func TestOnlineCLIKill(t *testing.T) {
 	start := time.Now()
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("CRYPTSHIFT_VM_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("CRYPTSHIFT_VM_SEED: %v", err)
-		}
-		seed = v
-	}
+	seed := testkit.VMSeed(t)
 	boots := (*vmKills + len(killLanes) - 1) / len(killLanes)
 	t.Logf("seed %d (rerun with CRYPTSHIFT_VM_SEED=%d); %d VM kills, each interrupting %d conversions", seed, seed, boots, len(killLanes))
 	rng := rand.New(rand.NewPCG(seed, 0x6b696c6c))
