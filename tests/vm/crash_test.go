@@ -4,25 +4,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cryptshift/cryptshift/internal/testkit"
 )
 
 // crashSeeds are the seeds of one run of TestCrashInterop: three from
 // CRYPTSHIFT_VM_SEED (base, base+1, base+2) when it is set, else from the clock.
 func crashSeeds(t *testing.T) []uint64 {
 	t.Helper()
-	base := uint64(time.Now().UnixNano())
-	if s := os.Getenv("CRYPTSHIFT_VM_SEED"); s != "" {
-		v, err := strconv.ParseUint(s, 10, 64)
-		if err != nil {
-			t.Fatalf("CRYPTSHIFT_VM_SEED: %v", err)
-		}
-		base = v
-	}
+	base := testkit.VMSeed(t)
 	return []uint64{base, base + 1, base + 2}
 }
 
