@@ -6,13 +6,34 @@ import (
 	"github.com/cryptshift/cryptshift/engine"
 )
 
-// TestMutationDroppedFlushIsCaught removes one flush point at a time from
-// the engine (Hooks.DropFlush) and requires the enumerator to find a
-// violated property: a harness that passes an engine missing a flush the
-// crash argument needs has gone blind.
-func TestMutationDroppedFlushIsCaught(t *testing.T) {
+// mutant is a flush point to drop and the conversion to drop it from.
+type mutant struct {
+	point engine.FlushPoint
+	sc    scenario
+}
+
+// unmutated are the flush points no mutation test drops, and why no crash
+// state could show the loss.
+var unmutated = map[engine.FlushPoint]string{
+	// The table is zeroed so that "no entry" is exact for verify. Entries
+	// an earlier conversion left fail the new conversion's MAC key, and
+	// every window's entry is rewritten and flushed with the window, so a
+	// crash cannot make a stale entry pass for a current one.
+	engine.FlushCreateDigestTable: "stale digest entries fail the new MAC key",
+}
+
+// conversionMutants are the conversion's flush points, each dropped from a
+// conversion where no later flush of the same disk stands in for it.
+func conversionMutants() []mutant {
 	small := func(mode string, old, nw sideSpec) scenario {
 		return scenario{mode: mode, old: old, nw: nw, window: 12 * kib, windows: 4}
+	}
+	// With the metadata on its own disk, the next record's flush does not
+	// reach the data disk.
+	sep := func(mode string, old, nw sideSpec) scenario {
+		sc := small(mode, old, nw)
+		sc.sepMeta = true
+		return sc
 	}
 	online := small("journal", xts512, xts4096)
 	// Separate metadata: the application's flush of the data disk would
@@ -22,22 +43,60 @@ func TestMutationDroppedFlushIsCaught(t *testing.T) {
 	// own disk so the progress record's flush cannot stand in for the data's.
 	kernel := small("shift", xts512, xts4096)
 	kernel.sepMeta, kernel.kernel = true, true
-	for _, tc := range []struct {
-		point engine.FlushPoint
-		sc    scenario
-	}{
+	return []mutant{
 		{engine.FlushHeaderCommit, small("journal", xts512, essiv512)},
 		{engine.FlushHeaderCommit, small("shift", xts512, xts4096)},
 		{engine.FlushJournalRecord, small("journal", xts512, essiv512)},
 		{engine.FlushJournalData, small("journal", plain512, xts4096)},
 		{engine.FlushChecksumRecord, small("checksum", xts512, xts4096)},
 		{engine.FlushChecksumRecord, small("checksum", essiv512, plain512)},
+		{engine.FlushChecksumData, sep("checksum", xts512, xts4096)},
 		{engine.FlushProgressRecord, small("shift", plain512, xts512)},
 		{engine.FlushWindowData, small("shift", xts4096, plain512)},
 		{engine.FlushWindowData, small("none", xts512, xts512b)},
 		{engine.FlushOnlineCommit, online},
 		{engine.FlushWindowData, kernel},
-	} {
+	}
+}
+
+// recoveryMutants are recovery's flush points, each dropped from the
+// recovery of a conversion with a window in flight.
+func recoveryMutants() []mutant {
+	small := func(mode string, old, nw sideSpec, sep bool) scenario {
+		return scenario{mode: mode, old: old, nw: nw, sepMeta: sep, window: 12 * kib, windows: 4}
+	}
+	return []mutant{
+		// Metadata on the data disk, where the checkpoint's own flushes
+		// would make the window durable if only they came first; and on its
+		// own disk, where nothing else ever flushes the data disk.
+		{engine.FlushRecoverJournalData, small("journal", xts512, essiv512, false)},
+		{engine.FlushRecoverJournalData, small("journal", plain512, xts4096, true)},
+		{engine.FlushRecoverChecksumData, small("checksum", xts512, xts4096, false)},
+		{engine.FlushRecoverChecksumData, small("checksum", essiv512, plain512, true)},
+	}
+}
+
+// TestMutationCoversEveryFlushPoint: every flush point is dropped by a
+// mutation test, or listed in unmutated with the reason it cannot be.
+func TestMutationCoversEveryFlushPoint(t *testing.T) {
+	covered := map[engine.FlushPoint]bool{}
+	for _, m := range append(conversionMutants(), recoveryMutants()...) {
+		covered[m.point] = true
+	}
+	for _, p := range engine.FlushPoints() {
+		_, exempt := unmutated[p]
+		if covered[p] == exempt {
+			t.Errorf("flush point %s: dropped by a mutation test %v, listed as unmutated %v (want exactly one)", p, covered[p], exempt)
+		}
+	}
+}
+
+// TestMutationDroppedFlushIsCaught removes one flush point at a time from
+// the engine (Hooks.DropFlush) and requires the enumerator to find a
+// violated property: a harness that passes an engine missing a flush the
+// crash argument needs has gone blind.
+func TestMutationDroppedFlushIsCaught(t *testing.T) {
+	for _, tc := range conversionMutants() {
 		t.Run(string(tc.point)+"/"+tc.sc.String(), func(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t, tc.sc)
@@ -64,21 +123,7 @@ func TestMutationDroppedFlushIsCaught(t *testing.T) {
 // by the unmutated engine must pass every property, so the catch is the
 // dropped flush's doing and not the harness's.
 func TestMutationDroppedRecoveryFlushIsCaught(t *testing.T) {
-	small := func(mode string, old, nw sideSpec, sep bool) scenario {
-		return scenario{mode: mode, old: old, nw: nw, sepMeta: sep, window: 12 * kib, windows: 4}
-	}
-	for _, tc := range []struct {
-		point engine.FlushPoint
-		sc    scenario
-	}{
-		// Metadata on the data disk, where the checkpoint's own flushes
-		// would make the window durable if only they came first; and on its
-		// own disk, where nothing else ever flushes the data disk.
-		{engine.FlushRecoverJournalData, small("journal", xts512, essiv512, false)},
-		{engine.FlushRecoverJournalData, small("journal", plain512, xts4096, true)},
-		{engine.FlushRecoverChecksumData, small("checksum", xts512, xts4096, false)},
-		{engine.FlushRecoverChecksumData, small("checksum", essiv512, plain512, true)},
-	} {
+	for _, tc := range recoveryMutants() {
 		t.Run(string(tc.point)+"/"+tc.sc.String(), func(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t, tc.sc)
