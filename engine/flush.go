@@ -25,8 +25,8 @@ const (
 )
 
 // FlushPoints lists every flush point, in the order of the design's table.
-// A data flush point p with the digest entry on another device is followed
-// by p.Meta(), which is not listed: it makes the same writes durable.
+// A data flush point p whose digest entry went to another device is
+// followed by p.Meta(), which is not listed apart: it completes p.
 func FlushPoints() []FlushPoint {
 	return []FlushPoint{FlushCreateDigestTable, FlushHeaderCommit, FlushJournalRecord, FlushJournalData,
 		FlushChecksumRecord, FlushChecksumData, FlushWindowData, FlushProgressRecord,
