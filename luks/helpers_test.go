@@ -24,9 +24,14 @@ func cryptsetup(t *testing.T) string {
 	return p
 }
 
+func execCS(t *testing.T, args ...string) *exec.Cmd {
+	t.Helper()
+	return exec.Command(cryptsetup(t), args...)
+}
+
 func runCS(t *testing.T, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(cryptsetup(t), args...)
+	cmd := execCS(t, args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
@@ -68,13 +73,24 @@ func format(t *testing.T, size int64, pass string, opts ...string) image {
 func csKey(t *testing.T, img, passFile string, extra ...string) []byte {
 	t.Helper()
 	args := append([]string{"luksDump", "--dump-volume-key", "--batch-mode", "--key-file", passFile}, extra...)
-	out := runCS(t, append(args, img)...)
+	return parseKeyDump(t, runCS(t, append(args, img)...), "MK dump:")
+}
+
+// csUnboundKey is the key of an unbound LUKS2 keyslot, as cryptsetup
+// dumps it.
+func csUnboundKey(t *testing.T, img, passFile string, slot string) []byte {
+	t.Helper()
+	return parseKeyDump(t, runCS(t, "luksDump", "--unbound", "--key-slot", slot, "--batch-mode", "--key-file", passFile, img), "Unbound Key:")
+}
+
+func parseKeyDump(t *testing.T, out, label string) []byte {
+	t.Helper()
 	var hexs strings.Builder
 	in := false
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
 		line := sc.Text()
-		if rest, ok := strings.CutPrefix(line, "MK dump:"); ok {
+		if rest, ok := strings.CutPrefix(line, label); ok {
 			in = true
 			line = rest
 		} else if in && !strings.HasPrefix(line, "\t") {

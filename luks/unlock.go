@@ -273,3 +273,48 @@ func supportedSpecs() string {
 	}
 	return fmt.Sprint(out)
 }
+
+// CheckVolumeKey verifies a volume key obtained elsewhere (a LUKS1 live
+// table, a backup) against the header's digest of the data segment. A key
+// the digest refuses is errclass.WrongKey.
+func (v *Volume) CheckVolumeKey(key []byte) error {
+	if v.V1 != nil {
+		h := v.V1
+		hf, err := hashFunc(h.HashSpec, "LUKS1 digest")
+		if err != nil {
+			return err
+		}
+		if len(key) == int(h.KeyBytes) {
+			d := pbkdf2.Key(key, h.MKDigestSalt[:], int(h.MKDigestIterations), mkDigestSize, hf)
+			if subtle.ConstantTimeCompare(d, h.MKDigest[:]) == 1 {
+				return nil
+			}
+		}
+		return fmt.Errorf("%w: the key does not match the LUKS1 header's volume key digest", errclass.WrongKey)
+	}
+	m := v.V2.Meta
+	for id := 0; id < maxDigests2; id++ {
+		dg, ok := m.Digests[id]
+		if !ok || dg.Type != "pbkdf2" || !hasInt(dg.Segments, 0) {
+			continue
+		}
+		dh, err := hashFunc(dg.Hash, fmt.Sprintf("LUKS2 digest %d", id))
+		if err != nil {
+			return err
+		}
+		d := pbkdf2.Key(key, dg.Salt, int(dg.Iterations), len(dg.Digest), dh)
+		if subtle.ConstantTimeCompare(d, dg.Digest) == 1 {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: the key does not match the LUKS2 digest of the data segment", errclass.WrongKey)
+}
+
+func hasInt(list []int, x int) bool {
+	for _, v := range list {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
