@@ -167,7 +167,10 @@ func parseMetadata(area []byte, hdrSize uint64) (*Metadata, error) {
 	if err := m.checkAreas(hdrSize); err != nil {
 		return nil, err
 	}
-	return m, m.checkKeyslotTypes()
+	if err := m.checkKeyslotTypes(); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 func (m *Metadata) parseConfig(c obj, hdrSize uint64) error {
@@ -557,11 +560,10 @@ func (k *Keyslot2) parseLUKS2(o, area obj, where string) error {
 	if k.KDF.Type, err = kdf.str("type", kw); err != nil {
 		return err
 	}
+	// Members beyond those of the KDF type are tolerated: cryptsetup's
+	// loader drops them ("repairs" the keyslot) and validates again.
 	switch k.KDF.Type {
 	case "pbkdf2":
-		if len(kdf) != 4 {
-			return invalid(kw, "pbkdf2 takes exactly type, hash, iterations and salt")
-		}
 		if k.KDF.Hash, err = kdf.str("hash", kw); err != nil {
 			return err
 		}
@@ -569,9 +571,6 @@ func (k *Keyslot2) parseLUKS2(o, area obj, where string) error {
 			return err
 		}
 	case "argon2i", "argon2id":
-		if len(kdf) != 5 {
-			return invalid(kw, "%s takes exactly type, time, memory, cpus and salt", k.KDF.Type)
-		}
 		for _, f := range []struct {
 			name string
 			v    *int64

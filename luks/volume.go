@@ -35,6 +35,11 @@ func Open(dev io.ReaderAt, size int64) (*Volume, error) {
 		v.Version, v.UUID = 1, v.V1.UUID
 		return v, nil
 	}
+	if n >= 8 && string(b[:6]) == string(magic1st) && b[6] == 0 && b[7] == 1 {
+		return nil, fmt.Errorf("%w: device too small for a LUKS1 header", errclass.Device)
+	}
+	// cryptsetup reads the version before it looks for a LUKS2 secondary
+	// copy: an unknown one ends the load.
 	if n >= 8 && string(b[:6]) == string(magic1st) && (b[6] != 0 || b[7] != 2) {
 		return nil, fmt.Errorf("%w: unsupported LUKS version %d", errclass.Header, int(b[6])<<8|int(b[7]))
 	}
