@@ -130,8 +130,10 @@ func parseMetadata(area []byte, hdrSize uint64) (*Metadata, error) {
 		return nil, invalid("JSON area", "no NUL byte after the JSON text")
 	}
 	text := area[:end]
-	if i := bytes.IndexFunc(area[end:], func(r rune) bool { return r != 0 }); i >= 0 {
-		return nil, invalid("JSON area", "non-NUL byte at offset %d after the JSON text", end+i)
+	for i := end; i < len(area); i++ {
+		if area[i] != 0 {
+			return nil, invalid("JSON area", "non-NUL byte at offset %d after the JSON text", i)
+		}
 	}
 	dec := json.NewDecoder(bytes.NewReader(text))
 	var raw json.RawMessage
