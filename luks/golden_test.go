@@ -127,6 +127,8 @@ func TestGoldenFormats(t *testing.T) {
 		{"luks1-xts512-sha256", 4 << 20, join([]string{"--type", "luks1"}, pbkdf2Cheap)},
 		{"luks1-essiv128-sha1", 4 << 20, join([]string{"--type", "luks1", "--cipher", "aes-cbc-essiv:sha256", "--key-size", "128", "--hash", "sha1"}, pbkdf2Cheap)},
 		{"luks1-xts256-sha512", 4 << 20, join([]string{"--type", "luks1", "--key-size", "256", "--hash", "sha512"}, pbkdf2Cheap)},
+		{"luks1-xts256-whirlpool", 4 << 20, join([]string{"--type", "luks1", "--key-size", "256", "--hash", "whirlpool"}, pbkdf2Cheap)},
+		{"luks2-pbkdf2-whirlpool-xts512", 5 << 20, join(luks2Small, pbkdf2Cheap, []string{"--hash", "whirlpool"})},
 		{"luks1-cbc-plain64-256-ripemd160", 4 << 20, join([]string{"--type", "luks1", "--cipher", "aes-cbc-plain64", "--key-size", "256", "--hash", "ripemd160"}, pbkdf2Cheap)},
 		{"luks2-pbkdf2-xts512-4k", 5 << 20, join(luks2Small, pbkdf2Cheap, []string{"--sector-size", "4096"})},
 		{"luks2-pbkdf2-sha1-essiv256-512", 5 << 20, join(luks2Small, pbkdf2Cheap, []string{"--hash", "sha1", "--cipher", "aes-cbc-essiv:sha256", "--key-size", "256", "--sector-size", "512"})},

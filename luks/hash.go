@@ -23,13 +23,14 @@ var hashes = map[string]func() hash.Hash{
 	"sha384":    sha512.New384,
 	"sha512":    sha512.New,
 	"ripemd160": ripemd160.New,
+	"whirlpool": newWhirlpool,
 }
 
 // knownHashes are names cryptsetup's crypto backends accept that this
 // build cannot run: a header naming one is valid, it just cannot be
 // unlocked here.
 var knownHashes = map[string]bool{
-	"whirlpool": true, "sha3-224": true, "sha3-256": true, "sha3-384": true, "sha3-512": true,
+	"sha3-224": true, "sha3-256": true, "sha3-384": true, "sha3-512": true,
 	"stribog256": true, "stribog512": true, "sm3": true, "blake2b-512": true, "blake2s-256": true,
 }
 
