@@ -50,6 +50,9 @@ func convertAction(c *cli.Context, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := refuseLUKS(dev); err != nil {
+		return err
+	}
 	cfg, err := configFromFlags(c)
 	if err != nil {
 		return err

@@ -99,7 +99,7 @@ func recoverOne(c *cli.Context, j recoverJob) error {
 		fmt.Fprintf(c.App.Writer, "Damaged (accepted): %v\n", res.Damaged)
 	}
 	if err != nil {
-		return fmt.Errorf("recover %s: %w", j.dev, err)
+		return fmt.Errorf("recover %s: %w", j.dev, explainLUKS(j.dev, err))
 	}
 	fmt.Fprintf(c.App.Writer, "Recovered %s: %s\n", j.dev, res.Action)
 	if j.name == "" {

@@ -74,7 +74,7 @@ func runVerify(ctx context.Context, out io.Writer, dev string, t engine.Target, 
 	data := o.Data
 	rep, err := fsck.Audit(ctx, t, oldKey, newKey, o)
 	if err != nil {
-		return fmt.Errorf("verify %s: %w", dev, err)
+		return fmt.Errorf("verify %s: %w", dev, explainLUKS(dev, err))
 	}
 	fmt.Fprint(out, rep.String())
 	if data {

@@ -1,0 +1,14 @@
+// Package luks reads and validates LUKS1 and LUKS2 headers the way stock
+// cryptsetup 2.6 does, unlocks a keyslot with a passphrase, and derives the
+// dm-crypt mapping of the data area from a validated header and its volume
+// key. It writes nothing: a LUKS header writer needs its own crash argument.
+//
+// The layouts it reads are written down in docs/FORMAT.md ("LUKS1 and LUKS2,
+// as cryptshift reads them"); keep the two in step.
+//
+// Errors wrap errclass.Header when the header is bad or forged (it is LUKS,
+// but cryptsetup would refuse it too), errclass.Device when the device is
+// unusable for the request (too small, a cipher or KDF this build cannot
+// run, a volume in the middle of a cryptsetup reencryption), and
+// errclass.WrongKey when a passphrase opens no keyslot.
+package luks
