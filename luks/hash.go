@@ -12,6 +12,7 @@ import (
 	"golang.org/x/crypto/ripemd160" //nolint:staticcheck // old LUKS1 volumes name it; we only read them
 
 	"github.com/cryptshift/cryptshift/errclass"
+	"github.com/jzelinskie/whirlpool"
 )
 
 // hashes are the hash functions this build can run, under the names
@@ -23,7 +24,7 @@ var hashes = map[string]func() hash.Hash{
 	"sha384":    sha512.New384,
 	"sha512":    sha512.New,
 	"ripemd160": ripemd160.New,
-	"whirlpool": newWhirlpool,
+	"whirlpool": whirlpool.New,
 }
 
 // knownHashes are names cryptsetup's crypto backends accept that this
