@@ -1,4 +1,4 @@
-package dm
+package online
 
 import (
 	"crypto/sha256"
@@ -10,21 +10,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cryptshift/cryptshift/dm"
 	"github.com/cryptshift/cryptshift/header"
 	"github.com/cryptshift/cryptshift/sectorcipher"
 )
-
-// control is the device-mapper operations the online holder uses, so that
-// their order can be checked on a host without device-mapper.
-type control interface {
-	create(name, uuid string, table []Target) error
-	load(name string, table []Target) error
-	suspend(name string, flags SuspendFlags) error
-	resume(name string, flags SuspendFlags) error
-	remove(name string) error
-	info(name string) (DevInfo, error)
-	table(name string) ([]Target, error)
-}
 
 // OnlineConfig describes the device an online conversion runs under.
 type OnlineConfig struct {
@@ -113,11 +102,11 @@ func newOnline(ctl control, cfg OnlineConfig) (*Online, error) {
 			return nil, fmt.Errorf("dm: online: %s still routes a window to a hold device from an earlier run; run recover first", cfg.Name)
 		}
 	}
-	first, err := ParseSegment(live[0])
+	first, err := dm.ParseSegment(live[0])
 	if err != nil {
 		return nil, fmt.Errorf("dm: online: %s: %w", cfg.Name, err)
 	}
-	l := &layout{dev: first.Device, size: Size(live), old: cfg.Old, new: cfg.New, extra: first.Extra}
+	l := &layout{dev: first.Device, size: dm.Size(live), old: cfg.Old, new: cfg.New, extra: first.Extra}
 	switch {
 	case cfg.OldOffset != nil:
 		if *cfg.OldOffset < 0 || *cfg.OldOffset%512 != 0 {
@@ -151,8 +140,9 @@ func newOnline(ctl control, cfg OnlineConfig) (*Online, error) {
 	return o, nil
 }
 
-// holdPrefix starts the names of hold devices.
-const holdPrefix = "cryptshift-"
+// holdPrefix starts the names of hold devices and private kernel crypto
+// devices: dm gives the devices so named the udev flags of private devices.
+const holdPrefix = dm.PrivatePrefix
 
 // holdNames are the two hold devices of the served device name.
 func holdNames(name string) [2]string {
@@ -182,7 +172,7 @@ func (o *Online) clearStale(names []string) error {
 		if inf.Suspended {
 			// Remove waits for nothing on a suspended device with no
 			// opener, but resume first so no queued I/O is dropped silently.
-			_ = o.ctl.resume(h, NoFlush|SkipLockfs)
+			_ = o.ctl.resume(h, dm.NoFlush|dm.SkipLockfs)
 		}
 		if err := o.ctl.remove(h); err != nil {
 			return fmt.Errorf("dm: online: remove stale %s: %w", h, err)
@@ -279,7 +269,7 @@ func (o *Online) Hold(w uint64, start, length int64) error {
 		if err := o.ctl.load(hold, holdTable); err != nil {
 			return err
 		}
-		if err := o.ctl.resume(hold, NoFlush|SkipLockfs); err != nil {
+		if err := o.ctl.resume(hold, dm.NoFlush|dm.SkipLockfs); err != nil {
 			return err
 		}
 	}
@@ -288,10 +278,10 @@ func (o *Online) Hold(w uint64, start, length int64) error {
 		return err
 	}
 	t0 := time.Now()
-	if err := o.ctl.suspend(o.name, NoFlush|SkipLockfs); err != nil {
+	if err := o.ctl.suspend(o.name, dm.NoFlush|dm.SkipLockfs); err != nil {
 		return err
 	}
-	if err := o.ctl.resume(o.name, NoFlush|SkipLockfs); err != nil {
+	if err := o.ctl.resume(o.name, dm.NoFlush|dm.SkipLockfs); err != nil {
 		return err
 	}
 	swap := time.Since(t0)
@@ -299,7 +289,7 @@ func (o *Online) Hold(w uint64, start, length int64) error {
 	// window is still served with the old mapping and nothing was written.
 	o.held = &heldWindow{w: w, s: win, hold: hold, swap: swap}
 	o.next = 1 - o.next
-	if err := o.ctl.suspend(hold, SkipLockfs); err != nil {
+	if err := o.ctl.suspend(hold, dm.SkipLockfs); err != nil {
 		o.held = nil
 		return err
 	}
@@ -322,7 +312,7 @@ func (o *Online) Release(w uint64, start, length int64) error {
 	}
 	err := o.ctl.load(hw.hold, o.l.windowTable(o.l.new, o.l.newOff, hw.s))
 	if err == nil {
-		err = o.ctl.resume(hw.hold, NoFlush|SkipLockfs)
+		err = o.ctl.resume(hw.hold, dm.NoFlush|dm.SkipLockfs)
 	}
 	if err != nil {
 		// The window is committed on disk but cannot be served with the
@@ -362,9 +352,9 @@ func (o *Online) Abort(w uint64, start, length int64, cause error) {
 func (o *Online) failWindow(hw *heldWindow, cause error) {
 	o.logf("cryptshift: ABORT: window %d (sectors %d-%d of %s) now FAILS all I/O: %v", hw.w, hw.s.lo, hw.s.hi, o.name, cause)
 	o.logf("cryptshift: the data is safe on disk; run `cryptshift recover` to finish the window, then resume the conversion")
-	err := o.ctl.load(hw.hold, []Target{{Start: 0, Length: hw.s.hi - hw.s.lo, Type: "error"}})
+	err := o.ctl.load(hw.hold, []dm.Target{{Start: 0, Length: hw.s.hi - hw.s.lo, Type: "error"}})
 	if err == nil {
-		err = o.ctl.resume(hw.hold, NoFlush|SkipLockfs)
+		err = o.ctl.resume(hw.hold, dm.NoFlush|dm.SkipLockfs)
 	}
 	if err != nil {
 		o.logf("cryptshift: could not switch %s to an error table (%v): I/O to the window stays queued; do not resume it by hand", hw.hold, err)
@@ -376,7 +366,7 @@ func (o *Online) failWindow(hw *heldWindow, cause error) {
 // resumeName resumes Name if a failed swap left it suspended.
 func (o *Online) resumeName() {
 	if inf, err := o.ctl.info(o.name); err == nil && inf.Suspended {
-		if err := o.ctl.resume(o.name, NoFlush|SkipLockfs); err != nil {
+		if err := o.ctl.resume(o.name, dm.NoFlush|dm.SkipLockfs); err != nil {
 			o.logf("cryptshift: %s is left suspended: %v", o.name, err)
 		}
 	}
@@ -413,10 +403,10 @@ func (o *Online) settle() error {
 	if err := o.ctl.load(o.name, o.l.table(o.conv, span{}, "")); err != nil {
 		return err
 	}
-	if err := o.ctl.suspend(o.name, NoFlush|SkipLockfs); err != nil {
+	if err := o.ctl.suspend(o.name, dm.NoFlush|dm.SkipLockfs); err != nil {
 		return err
 	}
-	if err := o.ctl.resume(o.name, NoFlush|SkipLockfs); err != nil {
+	if err := o.ctl.resume(o.name, dm.NoFlush|dm.SkipLockfs); err != nil {
 		return err
 	}
 	for _, h := range o.holds {
@@ -438,7 +428,7 @@ func (o *Online) settle() error {
 // "major:minor".
 func ActivateRecovered(name string, h *header.Header, keys Keys, device string) error {
 	if strings.HasPrefix(device, "/") {
-		d, err := DevNo(device)
+		d, err := dm.DevNo(device)
 		if err != nil {
 			return err
 		}

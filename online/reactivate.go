@@ -1,9 +1,10 @@
-package dm
+package online
 
 import (
 	"fmt"
 	"strings"
 
+	"github.com/cryptshift/cryptshift/dm"
 	"github.com/cryptshift/cryptshift/header"
 )
 
@@ -48,7 +49,7 @@ func reactivate(ctl control, name string, h *header.Header, keys Keys, device st
 		if t.Type != "linear" {
 			continue
 		}
-		lin, err := ParseLinear(t.Params)
+		lin, err := dm.ParseLinear(t.Params)
 		if err != nil {
 			return fmt.Errorf("dm: reactivate %s: %w", name, err)
 		}
@@ -68,17 +69,17 @@ func reactivate(ctl control, name string, h *header.Header, keys Keys, device st
 		if err := ctl.load(hd, l.windowTable(m, base, win)); err != nil {
 			return err
 		}
-		if err := ctl.resume(hd, NoFlush|SkipLockfs); err != nil {
+		if err := ctl.resume(hd, dm.NoFlush|dm.SkipLockfs); err != nil {
 			return err
 		}
 	}
 	if err := ctl.load(name, l.table(conv, span{}, "")); err != nil {
 		return err
 	}
-	if err := ctl.suspend(name, NoFlush|SkipLockfs); err != nil {
+	if err := ctl.suspend(name, dm.NoFlush|dm.SkipLockfs); err != nil {
 		return err
 	}
-	if err := ctl.resume(name, NoFlush|SkipLockfs); err != nil {
+	if err := ctl.resume(name, dm.NoFlush|dm.SkipLockfs); err != nil {
 		return err
 	}
 	for _, hd := range holds {
@@ -90,7 +91,7 @@ func reactivate(ctl control, name string, h *header.Header, keys Keys, device st
 			continue
 		}
 		if inf.Suspended {
-			if err := ctl.resume(hd, NoFlush|SkipLockfs); err != nil {
+			if err := ctl.resume(hd, dm.NoFlush|dm.SkipLockfs); err != nil {
 				return err
 			}
 		}
@@ -124,13 +125,13 @@ func IsHoldDevice(name string) bool {
 // dead converting process may have left the only copy of a key in them
 // (the old key, while the last window was held); reading a table does no
 // I/O, so this works on a suspended device.
-func HoldTables(name string) [][]Target {
-	var out [][]Target
+func HoldTables(name string) [][]dm.Target {
+	var out [][]dm.Target
 	for _, hd := range holdNames(name) {
-		if inf, err := Info(hd); err != nil || !inf.Exists {
+		if inf, err := dm.Info(hd); err != nil || !inf.Exists {
 			continue
 		}
-		if ts, err := Table(hd); err == nil {
+		if ts, err := dm.Table(hd); err == nil {
 			out = append(out, ts)
 		}
 	}
