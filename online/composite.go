@@ -129,7 +129,7 @@ func (l *layout) classify(t dm.Target) (int, error) {
 // disagree, and going on would serve or write data under the wrong key.
 func (l *layout) converted(ts []dm.Target) (span, error) {
 	if dm.Size(ts) != l.size {
-		return span{}, fmt.Errorf("dm: the device has %d sectors but the data area has %d", dm.Size(ts), l.size)
+		return span{}, fmt.Errorf("online: the device has %d sectors but the data area has %d", dm.Size(ts), l.size)
 	}
 	var conv span
 	first := true
@@ -140,10 +140,10 @@ func (l *layout) converted(ts []dm.Target) (span, error) {
 		}
 		switch k {
 		case -1:
-			return span{}, fmt.Errorf("dm: target at sector %d (%s) serves neither the old nor the new mapping of this conversion", t.Start, t.Type)
+			return span{}, fmt.Errorf("online: target at sector %d (%s) serves neither the old nor the new mapping of this conversion", t.Start, t.Type)
 		case 1:
 			if !first && conv.hi != t.Start {
-				return span{}, errors.New("dm: the device serves the new mapping in more than one range")
+				return span{}, errors.New("online: the device serves the new mapping in more than one range")
 			}
 			if first {
 				conv = span{t.Start, t.Start + t.Length}
@@ -154,7 +154,7 @@ func (l *layout) converted(ts []dm.Target) (span, error) {
 		}
 	}
 	if !conv.empty() && conv.lo != 0 && conv.hi != l.size {
-		return span{}, errors.New("dm: the device serves the new mapping in the middle of the data area")
+		return span{}, errors.New("online: the device serves the new mapping in the middle of the data area")
 	}
 	return conv, nil
 }
@@ -177,20 +177,20 @@ func convertedAt(h *header.Header) span {
 func mappingFromHeader(which string, m header.Mapping, key []byte, kcv [32]byte, uuid [16]byte) (sectorcipher.Mapping, error) {
 	mm, err := m.WithKey(key)
 	if err != nil {
-		return sectorcipher.Mapping{}, fmt.Errorf("dm: %s: %w", which, err)
+		return sectorcipher.Mapping{}, fmt.Errorf("online: %s: %w", which, err)
 	}
 	if header.KCV(key, uuid) != kcv {
-		return sectorcipher.Mapping{}, fmt.Errorf("dm: the %s key is not the one this conversion was started with", which)
+		return sectorcipher.Mapping{}, fmt.Errorf("online: the %s key is not the one this conversion was started with", which)
 	}
 	if err := mm.Validate(); err != nil {
-		return sectorcipher.Mapping{}, fmt.Errorf("dm: recorded %s mapping: %w", which, err)
+		return sectorcipher.Mapping{}, fmt.Errorf("online: recorded %s mapping: %w", which, err)
 	}
 	return mm, nil
 }
 
 func layoutFromHeader(h *header.Header, keys Keys, device string) (*layout, error) {
 	if h.DataSize%512 != 0 || h.OldOffset%512 != 0 || h.NewOffset%512 != 0 || h.Window%512 != 0 {
-		return nil, errors.New("dm: recorded layout is not in whole sectors")
+		return nil, errors.New("online: recorded layout is not in whole sectors")
 	}
 	om, err := mappingFromHeader("old", h.Old, keys.Old, h.OldKCV, h.UUID)
 	if err != nil {
@@ -211,7 +211,7 @@ func layoutFromHeader(h *header.Header, keys Keys, device string) (*layout, erro
 // backing device as a table names it ("major:minor" or a path).
 func Composite(h *header.Header, keys Keys, device string) ([]dm.Target, error) {
 	if h.State == header.StateInProgress {
-		return nil, errors.New("dm: the conversion is marked in progress: a window may be in flight; run recover first")
+		return nil, errors.New("online: the conversion is marked in progress: a window may be in flight; run recover first")
 	}
 	l, err := layoutFromHeader(h, keys, device)
 	if err != nil {

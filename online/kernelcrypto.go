@@ -52,22 +52,22 @@ func (o *Online) KernelCrypto() (*KernelCrypto, error) {
 	for i, n := range k.names {
 		if err := o.ctl.create(n, "", tables[i]); err != nil {
 			k.Close()
-			return nil, fmt.Errorf("dm: kernel crypto: %w", err)
+			return nil, fmt.Errorf("online: kernel crypto: %w", err)
 		}
 		path, err := dm.DevicePath(n)
 		if err != nil {
 			k.Close()
-			return nil, fmt.Errorf("dm: kernel crypto: %w", err)
+			return nil, fmt.Errorf("online: kernel crypto: %w", err)
 		}
 		f, err := blockdev.Open(path, blockdev.Options{Direct: true, Exclusive: true, ReadOnly: i == 0})
 		if err != nil {
 			k.Close()
-			return nil, fmt.Errorf("dm: kernel crypto: open %s: %w", n, err)
+			return nil, fmt.Errorf("online: kernel crypto: open %s: %w", n, err)
 		}
 		if f.Size() != int64(o.l.size*512) {
 			f.Close()
 			k.Close()
-			return nil, fmt.Errorf("dm: kernel crypto: %s is %d bytes, the data area %d", n, f.Size(), o.l.size*512)
+			return nil, fmt.Errorf("online: kernel crypto: %s is %d bytes, the data area %d", n, f.Size(), o.l.size*512)
 		}
 		k.files[i] = f
 	}

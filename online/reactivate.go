@@ -23,7 +23,7 @@ func Reactivate(name string, h *header.Header, keys Keys, device string) error {
 
 func reactivate(ctl control, name string, h *header.Header, keys Keys, device string) error {
 	if h.State == header.StateInProgress {
-		return fmt.Errorf("dm: reactivate %s: the conversion is marked in progress; run recover first", name)
+		return fmt.Errorf("online: reactivate %s: the conversion is marked in progress; run recover first", name)
 	}
 	l, err := layoutFromHeader(h, keys, device)
 	if err != nil {
@@ -32,7 +32,7 @@ func reactivate(ctl control, name string, h *header.Header, keys Keys, device st
 	conv := convertedAt(h)
 	live, err := ctl.table(name)
 	if err != nil {
-		return fmt.Errorf("dm: reactivate %s: %w", name, err)
+		return fmt.Errorf("online: reactivate %s: %w", name, err)
 	}
 	holds := holdNames(name)
 	devnos := map[string]string{}
@@ -51,7 +51,7 @@ func reactivate(ctl control, name string, h *header.Header, keys Keys, device st
 		}
 		lin, err := dm.ParseLinear(t.Params)
 		if err != nil {
-			return fmt.Errorf("dm: reactivate %s: %w", name, err)
+			return fmt.Errorf("online: reactivate %s: %w", name, err)
 		}
 		hd, ok := devnos[lin.Device]
 		if !ok {
@@ -64,7 +64,7 @@ func reactivate(ctl control, name string, h *header.Header, keys Keys, device st
 			m, base = l.new, l.newOff
 		case win.hi <= conv.lo || win.lo >= conv.hi || conv.empty():
 		default:
-			return fmt.Errorf("dm: reactivate %s: held sectors %d-%d straddle the converted part %d-%d", name, win.lo, win.hi, conv.lo, conv.hi)
+			return fmt.Errorf("online: reactivate %s: held sectors %d-%d straddle the converted part %d-%d", name, win.lo, win.hi, conv.lo, conv.hi)
 		}
 		if err := ctl.load(hd, l.windowTable(m, base, win)); err != nil {
 			return err
@@ -96,7 +96,7 @@ func reactivate(ctl control, name string, h *header.Header, keys Keys, device st
 			}
 		}
 		if err := ctl.remove(hd); err != nil {
-			return fmt.Errorf("dm: reactivate %s: remove %s: %w", name, hd, err)
+			return fmt.Errorf("online: reactivate %s: remove %s: %w", name, hd, err)
 		}
 	}
 	// A run with kernel crypto also leaves its private devices; they serve
@@ -108,7 +108,7 @@ func reactivate(ctl control, name string, h *header.Header, keys Keys, device st
 		}
 		if inf.Exists && inf.OpenCount == 0 {
 			if err := ctl.remove(cd); err != nil {
-				return fmt.Errorf("dm: reactivate %s: remove %s: %w", name, cd, err)
+				return fmt.Errorf("online: reactivate %s: remove %s: %w", name, cd, err)
 			}
 		}
 	}
