@@ -107,8 +107,10 @@ func Heal(ctx context.Context, req Request, cfg engine.Config) (string, error) {
 	case err != nil:
 		return "", err
 	}
-	if _, err := Activate(ctx, req, cfg.Old.Key, cfg.New.Key, engine.RecoverOptions{}); err != nil {
+	rec, err := Activate(ctx, req, cfg.Old.Key, cfg.New.Key, engine.RecoverOptions{})
+	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%s is recovered and serves the data with the recorded progress", req.Name), nil
+	h := rec.Recovered.Header
+	return fmt.Sprintf("%s is recovered and serves the data with the recorded progress (%d of %d windows converted; recovery: %s)", req.Name, h.Done, h.Windows(), rec.Recovered.Action), nil
 }
