@@ -3,10 +3,13 @@ package dm
 import (
 	"strings"
 	"testing"
+
+	"github.com/cryptshift/cryptshift/sectorcipher"
 )
 
 func TestSameService(t *testing.T) {
-	old, new := testMappings(t)
+	old := sectorcipher.Mapping{Spec: mustSpec(t, "aes-xts-plain64"), Key: key(64, 1), SectorSize: 512}
+	new := sectorcipher.Mapping{Spec: mustSpec(t, "aes-xts-plain64"), Key: key(64, 100), SectorSize: 4096}
 	want := []Target{MappingTarget(new, "8:16", 2048, 0, 128, nil), MappingTarget(old, "8:16", 2048, 128, 128, nil)}
 	withDiscards := []Target{MappingTarget(new, "8:16", 2048, 0, 128, []string{"allow_discards"}), MappingTarget(old, "8:16", 2048, 128, 128, []string{"allow_discards"})}
 	if same, why := SameService(withDiscards, want); !same {

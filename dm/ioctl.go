@@ -123,13 +123,17 @@ const (
 	udevFlagsShift            = 16
 )
 
+// PrivatePrefix starts the names of cryptshift's private devices (package
+// online names them).
+const PrivatePrefix = "cryptshift-"
+
 // resumeCookie is the DM_COOKIE of a resume of name. cryptshift's private
 // devices (hold and kernel crypto) serve the same filesystem as NAME, or a
 // window of it: udev must not probe them, so /dev/disk/by-uuid and the
 // like keep pointing at NAME and nothing mounts or assembles them. Their
 // /dev/mapper node is still made by the general device-mapper rules.
 func resumeCookie(name string) uint32 {
-	if !strings.HasPrefix(name, holdPrefix) {
+	if !strings.HasPrefix(name, PrivatePrefix) {
 		return 0
 	}
 	return (udevDisableSubsystemRules | udevDisableDiskRules | udevDisableOtherRules) << udevFlagsShift

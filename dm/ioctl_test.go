@@ -57,3 +57,19 @@ func TestParseStatus(t *testing.T) {
 		t.Fatal("reply whose offsets do not advance accepted")
 	}
 }
+
+// Private devices' resumes tell udev to leave them alone; the served
+// device's resumes (NAME, the user's) carry no flags.
+func TestResumeCookieOnlyForPrivateDevices(t *testing.T) {
+	for _, n := range []string{PrivatePrefix + "0a1b2c3d-hold0", PrivatePrefix + "0a1b2c3d-crypt-new"} {
+		c := resumeCookie(n)
+		if c>>udevFlagsShift&udevDisableDiskRules == 0 || c>>udevFlagsShift&udevDisableOtherRules == 0 || c&0xffff != 0 {
+			t.Errorf("%s: cookie %#x does not disable the disk and other udev rules (or names a semaphore)", n, c)
+		}
+	}
+	for _, n := range []string{"data", "cryptdata", "luks-1234"} {
+		if c := resumeCookie(n); c != 0 {
+			t.Errorf("%s: cookie %#x on a device that is not cryptshift's", n, c)
+		}
+	}
+}

@@ -86,7 +86,7 @@ type Hooks struct {
 }
 
 // Holder serializes application I/O with the conversion of a window, for
-// online conversion (package dm provides one). The engine calls Hold before
+// online conversion (package online provides one). The engine calls Hold before
 // it reads window w, and Release only once the converted window and a
 // progress record saying so are durable: from then on the application may
 // write new data into the window, and recovery must never redo it.

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/cryptshift/cryptshift/dm"
 	"github.com/cryptshift/cryptshift/engine"
 	"github.com/cryptshift/cryptshift/errclass"
 	"github.com/cryptshift/cryptshift/header"
@@ -41,10 +40,11 @@ type Options struct {
 	// Nothing is written when both copies hold the current header, and
 	// nothing when neither is authentic (Audit then fails before it looks).
 	Repair bool
-	// LiveName, when set, is the device-mapper device serving the data: its
-	// live table is compared with the one the recorded progress calls for.
-	// LiveDevice is the data device as tables name it ("major:minor").
-	LiveName, LiveDevice string
+	// Live, when set, judges the device-mapper device serving the data
+	// against the authenticated header (online.LiveAudit: its live table
+	// must be the one the recorded progress calls for). fsck builds no
+	// tables itself; it adds the finding to the report.
+	Live func(h *header.Header, oldKey, newKey []byte) Finding
 }
 
 // Report is the audit's outcome.
@@ -83,7 +83,7 @@ func (r *Report) add(sev, format string, a ...any) {
 // state are findings; an error is returned only when the audit itself
 // cannot proceed (no header, wrong keys, I/O failure), classified with the
 // engine's error classes. It looks at the header copies, the layout, the
-// log, the live table (LiveName) and the converted data (Data), in that
+// log, the live table (Live) and the converted data (Data), in that
 // order.
 func Audit(ctx context.Context, t engine.Target, oldKey, newKey []byte, o Options) (*Report, error) {
 	r := &Report{}
@@ -104,8 +104,8 @@ func Audit(ctx context.Context, t engine.Target, oldKey, newKey []byte, o Option
 	if err != nil {
 		return r, err
 	}
-	if o.LiveName != "" {
-		auditLive(r, h, oldKey, newKey, o)
+	if o.Live != nil {
+		r.Findings = append(r.Findings, o.Live(h, oldKey, newKey))
 	}
 	if o.Data {
 		if err := auditData(ctx, r, op, done); err != nil {
@@ -246,29 +246,4 @@ func windowList(ws []uint64) string {
 		parts = append(parts, fmt.Sprint(w))
 	}
 	return "windows " + strings.Join(parts, ", ")
-}
-
-// auditLive compares the live table of the serving device with the table
-// recovery would build for the recorded progress: any other table serves
-// some sectors with a key that does not match what is on disk.
-func auditLive(r *Report, h *header.Header, oldKey, newKey []byte, o Options) {
-	live, err := dm.Table(o.LiveName)
-	if err != nil {
-		r.add(Error, "cannot read the live table of %s: %v", o.LiveName, err)
-		return
-	}
-	if h.State == header.StateInProgress {
-		r.add(Warning, "%s: the conversion is marked in progress, so its table cannot be judged: run `cryptshift recover --activate %s`", o.LiveName, o.LiveName)
-		return
-	}
-	want, err := dm.Composite(h, dm.Keys{Old: oldKey, New: newKey}, o.LiveDevice)
-	if err != nil {
-		r.add(Error, "cannot build the expected table of %s: %v", o.LiveName, err)
-		return
-	}
-	if same, why := dm.SameService(live, want); !same {
-		r.add(Error, "%s's live table does not match the recorded progress (%s): run `cryptshift recover --activate %s`", o.LiveName, why, o.LiveName)
-		return
-	}
-	r.add(Info, "%s's live table serves %d of %d windows with the new mapping, as recorded", o.LiveName, h.Done, h.Windows())
 }

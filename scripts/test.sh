@@ -26,6 +26,19 @@ fi
 step "go vet"
 go vet ./...
 
+step "no test hooks in the release binary"
+# The test hooks (cmd/cryptshift/testhooks.go) make the tool kill or
+# interrupt itself mid-conversion; only the testhooks build has them. The
+# same check on that build shows it would see them.
+hookdir=$(mktemp -d)
+go build -o "$hookdir/release" ./cmd/cryptshift
+go build -tags testhooks -o "$hookdir/testhooks" ./cmd/cryptshift
+if grep -aoE 'CRYPTSHIFT_TEST[A-Z_]*' "$hookdir/release" | sort -u | grep .; then
+	echo "the release binary contains the test hooks above" >&2; exit 1
+fi
+grep -aq CRYPTSHIFT_TEST_KILL_AFTER "$hookdir/testhooks" || { echo "the hook check finds no hook in the testhooks build either" >&2; exit 1; }
+rm -rf "$hookdir"
+
 step "unit tests"
 go test -count=1 $(go list ./... | grep -v /tests/)
 

@@ -6,29 +6,16 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/cryptshift/cryptshift/blockdev"
-	"github.com/cryptshift/cryptshift/dm"
 	"github.com/cryptshift/cryptshift/engine"
 	"github.com/cryptshift/cryptshift/errclass"
 	"github.com/cryptshift/cryptshift/header"
+	"github.com/cryptshift/cryptshift/online"
 )
-
-// testInterruptEnv is a TEST-ONLY hook: CRYPTSHIFT_TEST_INTERRUPT_AFTER=N
-// makes convert send itself SIGINT twice after window N is committed,
-// waiting for each to be handled. It drives the real signal path at an
-// exact point, so the end-to-end test needs no timing. Not for production.
-const testInterruptEnv = "CRYPTSHIFT_TEST_INTERRUPT_AFTER"
-
-// testKillEnv is a TEST-ONLY hook: CRYPTSHIFT_TEST_KILL_AFTER=N makes
-// convert SIGKILL itself after window N is committed, leaving the state a
-// crash leaves for recover to find. Not for production.
-const testKillEnv = "CRYPTSHIFT_TEST_KILL_AFTER"
 
 func convertCommand(stderr io.Writer) *cli.Command {
 	return &cli.Command{
@@ -57,160 +44,135 @@ func convertAction(c *cli.Context, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	mode, err := resolveProgress(c.String("progress"), isTerminal(int(os.Stderr.Fd())), os.Getenv("JOURNAL_STREAM") != "")
+	mode, interval, err := progressFlags(c)
 	if err != nil {
 		return err
+	}
+	name := c.String("online")
+	kernelCrypto, err := onlineModeFlags(c, name)
+	if err != nil {
+		return err
+	}
+	if name != "" && os.Getenv(onlineWorkerEnv) == "" {
+		return guardOnline(c, stderr, name, dev)
+	}
+	in := watchSignals(c.Context, stderr)
+	defer in.stop()
+	m := newMeter(stderr, mode, dev, interval)
+	engineHooks, onlineHooks := testHooks(in)
+	opts := engine.Options{Progress: m.Update, Hooks: engineHooks}
+	createMeta := metaCreateSize(c, cfg)
+	if name == "" {
+		return convertOffline(in.ctx, c, dev, createMeta, cfg, opts, m)
+	}
+	req := onlineRequest(c, stderr, name, dev, createMeta)
+	req.KernelCrypto, req.Hooks = kernelCrypto, onlineHooks
+	return convertOnline(in.ctx, c, req, cfg, opts, m)
+}
+
+// progressFlags resolves --progress and --progress-interval for where
+// the output goes.
+func progressFlags(c *cli.Context) (string, time.Duration, error) {
+	mode, err := resolveProgress(c.String("progress"), isTerminal(int(os.Stderr.Fd())), os.Getenv("JOURNAL_STREAM") != "")
+	if err != nil {
+		return mode, 0, err
 	}
 	interval := c.Duration("progress-interval")
 	if mode == progressJSON && !c.IsSet("progress-interval") {
 		interval = defaultJSONInterval
 	}
-	var createMeta int64
-	if c.String("metadata") != "" {
-		createMeta = engine.DefaultMetaSize
-		if cfg.MetaSize != 0 {
-			createMeta = cfg.MetaSize
-		}
+	return mode, interval, nil
+}
+
+// metaCreateSize is the size of the metadata file convert creates when
+// --metadata names one that does not exist yet; 0 without --metadata.
+func metaCreateSize(c *cli.Context, cfg engine.Config) int64 {
+	if c.String("metadata") == "" {
+		return 0
 	}
-	name := c.String("online")
+	if cfg.MetaSize != 0 {
+		return cfg.MetaSize
+	}
+	return engine.DefaultMetaSize
+}
+
+// onlineModeFlags checks the flags that only make sense with --online and
+// tells whether the kernel does the crypto.
+func onlineModeFlags(c *cli.Context, name string) (kernelCrypto bool, err error) {
 	if c.IsSet("new-like") && name == "" {
-		return usageErr("--new-like needs --online")
+		return false, usageErr("--new-like needs --online")
 	}
-	kernelCrypto := false
 	switch c.String("crypto") {
 	case "userspace":
+		return false, nil
 	case "kernel":
 		if name == "" {
-			return usageErr("--crypto kernel needs --online: offline there is no device-mapper device to do the crypto")
+			return false, usageErr("--crypto kernel needs --online: offline there is no device-mapper device to do the crypto")
 		}
-		kernelCrypto = true
-	default:
-		return usageErr("--crypto %q: must be userspace or kernel", c.String("crypto"))
+		return true, nil
 	}
-	if name != "" && os.Getenv(onlineWorkerEnv) == "" {
-		return guardOnline(c, stderr, name, dev)
-	}
-	var t engine.Target
-	var cleanup func(bool)
-	var holder *onlineHolder
-	if name != "" {
-		var live []dm.Target
-		t, live, cleanup, err = onlineTarget(name, dev, c.String("metadata"), createMeta)
-		if err != nil {
-			return err
-		}
-		destOff, err := fillFromTable(&cfg, live, t, c.String("new-like"))
-		if err != nil {
-			cleanup(false)
-			return err
-		}
-		holder = &onlineHolder{name: name, destOff: destOff, logf: func(f string, a ...any) { fmt.Fprintf(stderr, f+"\n", a...) }}
-		defer holder.close()
-	} else if t, cleanup, err = openTarget(dev, c.String("metadata"), createMeta, blockdev.Options{Exclusive: true}); err != nil {
-		return err
-	}
-	in := watchSignals(c.Context, stderr)
-	defer in.stop()
-	m := newMeter(stderr, mode, dev, interval)
-	opts := engine.Options{Progress: m.Update}
-	if holder != nil {
-		opts.Holder = holder
-		if kernelCrypto {
-			opts.Crypto = holder
-		}
-	}
-	if n, err := strconv.ParseUint(os.Getenv(testInterruptEnv), 10, 64); err == nil {
-		opts.Hooks = &engine.Hooks{AfterWindow: selfInterrupt(in, n)}
-	}
-	if n, err := strconv.ParseUint(os.Getenv(testKillEnv), 10, 64); err == nil {
-		opts.Hooks = &engine.Hooks{AfterWindow: func(done uint64) {
-			if done == n {
-				syscall.Kill(os.Getpid(), syscall.SIGKILL)
-				select {} // SIGKILL cannot be caught: this never runs on
-			}
-		}}
-	}
-	res, err := runConvert(in.ctx, t, cfg, opts, m)
-	if holder != nil {
-		holder.closeCrypto(stderr)
-	}
-	// A metadata file that never received a header (refused, wrong key)
-	// is removed, so that retrying with corrected flags starts clean.
-	cleanup(err != nil && !errors.Is(err, errclass.Paused) && !hasHeader(t.Meta))
-	if holder != nil && holder.o != nil {
-		printStalls(c.App.Writer, holder.o.Stats())
-		if err != nil {
-			// Paused or stopped between windows: leave NAME with exactly the
-			// table recovery would build. After an abort this refuses, and
-			// the window stays failed until `recover --activate`.
-			if serr := holder.o.Settle(); serr != nil {
-				fmt.Fprintf(stderr, "cryptshift: %s keeps its current table: %v\n", name, serr)
-			}
-		}
-	}
+	return false, usageErr("--crypto %q: must be userspace or kernel", c.String("crypto"))
+}
+
+// convertOffline converts DEVICE, opened exclusively, with nothing mapped
+// over it.
+func convertOffline(ctx context.Context, c *cli.Context, dev string, createMeta int64, cfg engine.Config, opts engine.Options, m *meter) error {
+	t, cleanup, err := openTarget(dev, c.String("metadata"), createMeta, blockdev.Options{Exclusive: true})
 	if err != nil {
 		return err
 	}
-	if holder != nil {
-		return finishOnline(c, holder, res)
+	res, err := runConvert(ctx, t, cfg, opts, m)
+	// A metadata file that never received a header (refused, wrong key)
+	// is removed, so that retrying with corrected flags starts clean.
+	cleanup(err != nil && !errors.Is(err, errclass.Paused) && !hasHeader(t.Meta))
+	if err != nil {
+		return err
 	}
 	fmt.Fprintf(c.App.Writer, "Conversion complete. Open the new mapping with:\n  %s\n", openCommand(dev, res.Header, res.Header.New, res.Header.NewOffset))
 	return nil
 }
 
-// finishOnline serves the whole device with the new mapping as one target,
-// and removes --new-like's DEST, which served the same data with it.
-func finishOnline(c *cli.Context, h *onlineHolder, res *engine.Result) error {
-	if h.o == nil { // already complete before this run
-		fmt.Fprintf(c.App.Writer, "Conversion was already complete; if %s still has more than one target, `cryptshift recover --activate %s` makes it one.\n", h.name, h.name)
+// convertOnline runs the online conversion (package online does it all)
+// and reports what application I/O waited.
+func convertOnline(ctx context.Context, c *cli.Context, req online.Request, cfg engine.Config, opts engine.Options, m *meter) error {
+	res, err := online.Convert(ctx, req, cfg, opts)
+	var er *engine.Result
+	if res != nil {
+		er = res.Engine
+	}
+	err = reportOutcome(m, er, err)
+	if res != nil {
+		printStalls(c.App.Writer, res.Stats)
+	}
+	switch {
+	case err != nil:
+		return err
+	case res.AlreadyComplete:
+		fmt.Fprintf(c.App.Writer, "Conversion was already complete; if %s still has more than one target, `cryptshift recover --activate %s` makes it one.\n", req.Name, req.Name)
 		return nil
 	}
-	if err := h.o.Finish(); err != nil {
-		return fmt.Errorf("%w: the data is converted, but %s could not be switched to a single new target: %w (run `cryptshift recover --activate`)", errclass.Device, h.name, err)
-	}
-	if dest := c.String("new-like"); dest != "" {
-		if err := dm.Remove(dest); err != nil {
-			fmt.Fprintf(c.App.ErrWriter, "cryptshift: warning: could not remove %s: %v\n", dest, err)
-		}
-	}
-	fmt.Fprintf(c.App.Writer, "Conversion complete. %s now serves the data with %s.\n", h.name, res.Header.New.Cipher)
+	fmt.Fprintf(c.App.Writer, "Conversion complete. %s now serves the data with %s.\n", req.Name, er.Header.New.Cipher)
 	return nil
 }
 
 // runConvert runs the engine and reports the outcome on the meter.
 func runConvert(ctx context.Context, t engine.Target, cfg engine.Config, opts engine.Options, m *meter) (*engine.Result, error) {
 	res, err := engine.Convert(ctx, t, cfg, opts)
+	return res, reportOutcome(m, res, err)
+}
+
+// reportOutcome reports the engine's outcome on the meter.
+func reportOutcome(m *meter, res *engine.Result, err error) error {
 	switch {
 	case err == nil:
 		m.finished()
-		return res, nil
+		return nil
 	case errors.Is(err, errclass.Paused) && res != nil && res.Header != nil:
 		m.paused(res.Header.Done, res.Header.Windows())
-		return res, reported{err}
+		return reported{err}
 	}
 	m.endLine()
-	return res, err
-}
-
-// selfInterrupt is the test hook behind testInterruptEnv.
-func selfInterrupt(in *interrupter, after uint64) func(uint64) {
-	return func(done uint64) {
-		if done != after {
-			return
-		}
-		for i := 1; i <= 2; i++ {
-			if err := syscall.Kill(os.Getpid(), syscall.SIGINT); err != nil {
-				panic(fmt.Sprintf("test hook: kill: %v", err))
-			}
-			// Bounded so that a broken signal path makes the test fail
-			// (the conversion completes) instead of hanging.
-			select {
-			case <-in.handled:
-			case <-time.After(time.Minute):
-				return
-			}
-		}
-	}
+	return err
 }
 
 // openCommand is the cryptsetup (or, for plaintext, losetup) command that

@@ -42,12 +42,20 @@ type runner struct {
 	dir string
 }
 
-// buildCLI builds the binary once per test into the test's temp dir.
+// The testhooks build's environment hooks (testhooks.go) these tests use;
+// named here too, since the tests compile without the tag.
+const (
+	hookInterruptAfter = "CRYPTSHIFT_TEST_INTERRUPT_AFTER"
+	hookKillAfter      = "CRYPTSHIFT_TEST_KILL_AFTER"
+)
+
+// buildCLI builds the binary, with the test hooks, once per test into the
+// test's temp dir.
 func buildCLI(t *testing.T) *runner {
 	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "cryptshift")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	out, err := exec.Command("go", "build", "-tags", "testhooks", "-o", bin, ".").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
@@ -64,7 +72,7 @@ func (c *runner) run(env []string, args ...string) result {
 	cmd := exec.Command(c.bin, args...)
 	// JOURNAL_STREAM from a test runner under systemd must not change
 	// the progress mode these tests expect.
-	cmd.Env = append(filterEnv(os.Environ(), "JOURNAL_STREAM", testInterruptEnv, testKillEnv), env...)
+	cmd.Env = append(filterEnv(os.Environ(), "JOURNAL_STREAM", hookInterruptAfter, hookKillAfter), env...)
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
 	err := cmd.Run()
@@ -217,7 +225,7 @@ func TestEndToEnd(t *testing.T) {
 
 	// Start, and pause by SIGINT after window 3: the test hook sends two
 	// signals from inside the process, the second must be ignored.
-	r = c.must(8, []string{testInterruptEnv + "=3"}, convert(oldKey, newKey, "--progress", "plain")...)
+	r = c.must(8, []string{hookInterruptAfter + "=3"}, convert(oldKey, newKey, "--progress", "plain")...)
 	for _, want := range []string{
 		"Received interrupt: finishing the current window, then pausing.",
 		"Received interrupt again: ignored",
@@ -413,7 +421,7 @@ func TestEndToEndCrashRecover(t *testing.T) {
 	img, plain := c.makeImage("disk.img", e2eImage, e2eData, testKey(6))
 	args := []string{"convert", "--old-key-file", oldKey, "--new-key-file", newKey,
 		"--metadata-size", "2M", "--window", "1M", "--progress", "none", img}
-	if r := c.run([]string{testKillEnv + "=3"}, args...); r.code != -1 {
+	if r := c.run([]string{hookKillAfter + "=3"}, args...); r.code != -1 {
 		t.Fatalf("convert with the kill hook: exit %d, want death by signal\n%s", r.code, r.stderr)
 	}
 	r := c.must(0, nil, "status", "--json", img)
@@ -482,7 +490,7 @@ func TestEndToEndVerifyRepair(t *testing.T) {
 	img, plain := c.makeImage("disk.img", e2eImage, e2eData, testKey(8))
 	args := []string{"convert", "--old-key-file", oldKey, "--new-key-file", newKey,
 		"--metadata-size", "2M", "--window", "1M", "--progress", "none", img}
-	c.must(exitPaused, []string{testInterruptEnv + "=3"}, args...)
+	c.must(exitPaused, []string{hookInterruptAfter + "=3"}, args...)
 	verify := func(extra ...string) []string {
 		return append(append([]string{"verify", "--old-key-file", oldKey, "--new-key-file", newKey}, extra...), img)
 	}

@@ -8,26 +8,18 @@ import (
 	"os/exec"
 	"os/signal"
 	"strconv"
-	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/cryptshift/cryptshift/blockdev"
 	"github.com/cryptshift/cryptshift/dm"
-	"github.com/cryptshift/cryptshift/engine"
 	"github.com/cryptshift/cryptshift/errclass"
+	"github.com/cryptshift/cryptshift/online"
 )
 
 // onlineWorkerEnv marks the process that runs an online conversion under
 // a guard (guardOnline); it is set by the guard, never by users.
 const onlineWorkerEnv = "CRYPTSHIFT_ONLINE_WORKER"
-
-// testKillHoldingEnv is a TEST-ONLY hook: CRYPTSHIFT_TEST_KILL_HOLDING=N
-// makes an online worker SIGKILL itself right after it holds window step
-// N, so the guard's recovery of a held window can be tested. Not for
-// production.
-const testKillHoldingEnv = "CRYPTSHIFT_TEST_KILL_HOLDING"
 
 // errWorkerKilled: the online worker died from a signal (OOM killer, kill
 // -9); the guard recovered the device, and the same command resumes.
@@ -104,62 +96,16 @@ wait:
 }
 
 // healOnline is `recover --activate NAME` for a worker that just died,
-// with the keys found as a resume finds them: in NAME's live table, in
-// the tables of its hold devices (the last window's old key may be only
-// there), in the key files and in --new-like's DEST.
+// with the keys found as a resume finds them (online.Heal).
 func healOnline(c *cli.Context, name, dev string) (string, error) {
 	cfg, err := configFromFlags(c)
 	if err != nil {
 		return "", err
 	}
-	meta := c.String("metadata")
-	unlock, err := lockName(name)
-	if err != nil {
-		return "", err
-	}
-	t, cleanup, err := openTarget(dev, meta, 0, blockdev.Options{Direct: true})
-	if err != nil {
-		unlock()
-		return "", err
-	}
-	_, serr := engine.ReadStatus(t)
-	live, lerr := dm.Table(name)
-	if serr == nil && lerr == nil {
-		for _, h := range dm.HoldTables(name) {
-			live = append(live, h...)
-		}
-		_, err = fillFromTable(&cfg, live, t, c.String("new-like"))
-	}
-	cleanup(false)
-	unlock()
-	switch {
-	case errors.Is(serr, errclass.Header):
-		// Killed before the first header: nothing was held or written.
-		return fmt.Sprintf("no conversion was recorded yet; %s is unchanged", name), nil
-	case serr != nil:
-		return "", serr
-	case lerr != nil:
-		return "", lerr
-	case err != nil:
-		return "", err
-	}
-	if err := recoverOne(c, recoverJob{name: name, dev: dev, meta: meta, oldKey: cfg.Old.Key, newKey: cfg.New.Key}); err != nil {
-		return "", err
-	}
-	return fmt.Sprintf("%s is recovered and serves the data with the recorded progress", name), nil
+	return online.Heal(c.Context, onlineRequest(c, c.App.ErrWriter, name, dev, 0), cfg)
 }
 
 // exitCodeError carries a worker's exit status through the guard.
 type exitCodeError int
 
 func (e exitCodeError) Error() string { return "exit status " + strconv.Itoa(int(e)) }
-
-// testKillHolding is the hook behind testKillHoldingEnv: the step number
-// at which to die, or -1.
-func testKillHolding() int64 {
-	n, err := strconv.ParseInt(strings.TrimSpace(os.Getenv(testKillHoldingEnv)), 10, 64)
-	if err != nil {
-		return -1
-	}
-	return n
-}

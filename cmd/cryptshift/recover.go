@@ -10,9 +10,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/cryptshift/cryptshift/blockdev"
-	"github.com/cryptshift/cryptshift/dm"
 	"github.com/cryptshift/cryptshift/engine"
-	"github.com/cryptshift/cryptshift/errclass"
+	"github.com/cryptshift/cryptshift/online"
 )
 
 func recoverCommand(stderr io.Writer) *cli.Command {
@@ -67,61 +66,52 @@ type recoverJob struct {
 }
 
 func recoverOne(c *cli.Context, j recoverJob) error {
-	o := blockdev.Options{Exclusive: true}
-	live := false
+	ro := engine.RecoverOptions{AcceptDamage: c.Bool("accept-damage")}
 	if j.name != "" {
-		inf, err := dm.Info(j.name)
-		if err != nil {
-			return fmt.Errorf("%w: %s: %w", errclass.Device, j.name, err)
-		}
-		// A live NAME holds DEVICE: open it as an online conversion does.
-		if live = inf.Exists; live {
-			o = blockdev.Options{Direct: true}
-		}
+		return recoverActivate(c, j, ro)
 	}
-	if j.name != "" {
-		unlock, err := lockName(j.name)
-		if err != nil {
-			return err
-		}
-		defer unlock()
-	}
-	t, cleanup, err := openTarget(j.dev, j.meta, 0, o)
+	t, cleanup, err := openTarget(j.dev, j.meta, 0, blockdev.Options{Exclusive: true})
 	if err != nil {
 		return err
 	}
-	res, err := engine.Recover(c.Context, t, j.oldKey, j.newKey,
-		engine.RecoverOptions{AcceptDamage: c.Bool("accept-damage")}, engine.Options{})
-	// Device-mapper cannot claim DEVICE for NAME while it is open
-	// exclusively here; the lock on NAME still keeps other runs out.
+	res, err := engine.Recover(c.Context, t, j.oldKey, j.newKey, ro, engine.Options{})
 	cleanup(false)
-	if res != nil && res.Damaged != nil && err == nil {
-		fmt.Fprintf(c.App.Writer, "Damaged (accepted): %v\n", res.Damaged)
-	}
 	if err != nil {
 		return fmt.Errorf("recover %s: %w", j.dev, explainLUKS(j.dev, err))
 	}
-	fmt.Fprintf(c.App.Writer, "Recovered %s: %s\n", j.dev, res.Action)
-	if j.name == "" {
-		return nil
-	}
-	keys := dm.Keys{Old: j.oldKey, New: j.newKey}
-	if live {
-		devno, err := dm.DevNo(j.dev)
-		if err != nil {
-			return fmt.Errorf("%w: %w", errclass.Device, err)
-		}
-		if err := dm.Reactivate(j.name, res.Header, keys, devno); err != nil {
-			return fmt.Errorf("%w: reactivate %s: %w", errclass.Device, j.name, err)
-		}
-		fmt.Fprintf(c.App.Writer, "%s now serves %d of %d windows with the new mapping\n", j.name, res.Header.Done, res.Header.Windows())
-		return nil
-	}
-	if err := dm.ActivateRecovered(j.name, res.Header, keys, j.dev); err != nil {
-		return fmt.Errorf("%w: activate %s: %w", errclass.Device, j.name, err)
-	}
-	fmt.Fprintf(c.App.Writer, "Activated %s: %d of %d windows with the new mapping\n", j.name, res.Header.Done, res.Header.Windows())
+	printRecovered(c.App.Writer, j.dev, res)
 	return nil
+}
+
+// recoverActivate is recover --activate NAME: package online recovers and
+// sets NAME up (or brings a live NAME to the recorded progress).
+func recoverActivate(c *cli.Context, j recoverJob, ro engine.RecoverOptions) error {
+	req := online.Request{Name: j.name, Device: j.dev, Metadata: j.meta,
+		Open: func(o blockdev.Options, _ bool) (engine.Target, func(bool), error) {
+			return openTarget(j.dev, j.meta, 0, o)
+		}}
+	rec, err := online.Activate(c.Context, req, j.oldKey, j.newKey, ro)
+	if rec == nil {
+		return err
+	}
+	h := rec.Recovered.Header
+	printRecovered(c.App.Writer, j.dev, rec.Recovered)
+	switch {
+	case err != nil:
+		return err
+	case rec.Reactivated:
+		fmt.Fprintf(c.App.Writer, "%s now serves %d of %d windows with the new mapping\n", j.name, h.Done, h.Windows())
+	default:
+		fmt.Fprintf(c.App.Writer, "Activated %s: %d of %d windows with the new mapping\n", j.name, h.Done, h.Windows())
+	}
+	return nil
+}
+
+func printRecovered(w io.Writer, dev string, res *engine.RecoverResult) {
+	if res.Damaged != nil {
+		fmt.Fprintf(w, "Damaged (accepted): %v\n", res.Damaged)
+	}
+	fmt.Fprintf(w, "Recovered %s: %s\n", dev, res.Action)
 }
 
 // recoverAll runs recoverOne for every line of the table file and fails if

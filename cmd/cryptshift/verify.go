@@ -12,6 +12,7 @@ import (
 	"github.com/cryptshift/cryptshift/engine"
 	"github.com/cryptshift/cryptshift/errclass"
 	"github.com/cryptshift/cryptshift/fsck"
+	"github.com/cryptshift/cryptshift/online"
 )
 
 func verifyCommand() *cli.Command {
@@ -50,12 +51,12 @@ func verifyCommand() *cli.Command {
 				if err != nil {
 					return fmt.Errorf("%w: %w", errclass.Device, err)
 				}
-				unlock, err := lockName(name)
+				unlock, err := online.Lock(name)
 				if err != nil {
 					return err
 				}
 				defer unlock()
-				o.LiveName, o.LiveDevice = name, devno
+				o.Live = online.LiveAudit(name, devno)
 				bo = blockdev.Options{ReadOnly: true, Direct: true}
 			}
 			t, cleanup, err := openTarget(dev, c.String("metadata"), 0, bo)

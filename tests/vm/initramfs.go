@@ -36,6 +36,10 @@ type Image struct {
 	// GoPackages are package patterns built with CGO_ENABLED=0 from the module
 	// root (e.g. "./cmd/cryptshift") and installed at /usr/local/bin/<name>.
 	GoPackages []string
+	// GoTags are build tags for GoPackages: "testhooks" compiles in the
+	// CLI's test hooks (cmd/cryptshift/testhooks.go), which the release
+	// build does not have.
+	GoTags []string
 	// Files maps guest paths to host files copied as they are.
 	Files map[string]string
 }
@@ -56,7 +60,7 @@ func (im Image) tools() []string {
 
 func (im Image) key(k *Kernel) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "kernel=%s\nmodules=%q\ntools=%q\ngo=%q\n", k.Version, im.modules(), im.tools(), im.GoPackages)
+	fmt.Fprintf(&b, "kernel=%s\nmodules=%q\ntools=%q\ngo=%q\ntags=%q\n", k.Version, im.modules(), im.tools(), im.GoPackages, im.GoTags)
 	var guest []string
 	for g := range im.Files {
 		guest = append(guest, g)
@@ -138,7 +142,7 @@ func buildBase(k *Kernel, im Image) ([]byte, error) {
 		}
 	}
 	if len(im.GoPackages) > 0 {
-		if err := addGoPackages(a, im.GoPackages); err != nil {
+		if err := addGoPackages(a, im.GoPackages, im.GoTags); err != nil {
 			return nil, err
 		}
 	}
@@ -279,9 +283,9 @@ func sharedLibs(path string) ([]string, error) {
 	return libs, nil
 }
 
-// addGoPackages builds the packages as static binaries in one go build call and
-// installs each under its binary name.
-func addGoPackages(a *archive, pkgs []string) error {
+// addGoPackages builds the packages as static binaries in one go build call,
+// with the build tags given, and installs each under its binary name.
+func addGoPackages(a *archive, pkgs, tags []string) error {
 	root, err := moduleRoot()
 	if err != nil {
 		return err
@@ -295,7 +299,11 @@ func addGoPackages(a *archive, pkgs []string) error {
 		return fmt.Errorf("vm: %w", err)
 	}
 	defer os.RemoveAll(dir)
-	args := append([]string{"build", "-trimpath", "-o", dir + string(filepath.Separator)}, pkgs...)
+	args := []string{"build", "-trimpath", "-o", dir + string(filepath.Separator)}
+	if len(tags) > 0 {
+		args = append(args, "-tags", strings.Join(tags, ","))
+	}
+	args = append(args, pkgs...)
 	cmd := exec.Command(goBin, args...)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")

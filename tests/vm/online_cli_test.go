@@ -15,7 +15,10 @@ import (
 // cliImage is the guest of the scenarios that drive the cryptshift CLI
 // online: the CLI itself, onlineguest for the writer that logs acknowledged
 // fsyncs (and its checker), and cliguest for the application-side reader.
-var cliImage = Image{GoPackages: []string{"./cmd/cryptshift", "./tests/vm/internal/onlineguest", "./tests/vm/internal/cliguest"}}
+// The CLI is built with its test hooks: TestOnlineGuardRecoversAKilledWorker
+// kills the worker holding a window (CRYPTSHIFT_TEST_KILL_HOLDING).
+var cliImage = Image{GoPackages: []string{"./cmd/cryptshift", "./tests/vm/internal/onlineguest", "./tests/vm/internal/cliguest"},
+	GoTags: []string{"testhooks"}}
 
 // Layout of the CLI scenarios' data disks: NAME serves the first
 // cliDataSize bytes; one more window after it leaves shift mode room to

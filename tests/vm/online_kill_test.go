@@ -13,7 +13,7 @@ import (
 
 // TestOnlineKillActivateResume kills the guest in the middle of an online
 // conversion (key A to key B under a mounted, busy ext4), boots again,
-// recovers and activates the device with dm.ActivateRecovered (new key over
+// recovers and activates the device with online.Activate (new key over
 // the done windows, old over the rest), and checks that the filesystem and
 // every fsync the writer logged before the kill survived; then resumes the
 // conversion online under a new writer and checks everything once more,
@@ -72,7 +72,7 @@ mount -t ext4 /dev/mapper/data /mnt
 onlineguest writer -dir /mnt/w -log /dev/vdb -seed 6 &
 writer=$!
 sleep 1
-onlineguest convert -resume -old-offset 0 -name data -old-key /etc/vm/keyA -new-key /etc/vm/keyB -meta /dev/vdc -window 1048576
+onlineguest convert -resume -name data -old-key /etc/vm/keyA -new-key /etc/vm/keyB -meta /dev/vdc -window 1048576
 kill -TERM $writer
 wait $writer
 umount /mnt

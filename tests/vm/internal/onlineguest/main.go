@@ -3,8 +3,12 @@
 //
 //	onlineguest writer -dir D -log DEV -seed S   keep rewriting files, log each fsync
 //	onlineguest check  -dir D -log DEV -seed S   every logged file has its logged content
-//	onlineguest convert -name NAME ...           engine.Convert with dm.Online, then Finish
-//	onlineguest activate -name NAME ...          recover and ActivateRecovered
+//	onlineguest convert -name NAME -dev DEV ...  online.Convert, measuring what I/O waits
+//	onlineguest activate -name NAME -dev DEV ... online.Activate (recover, then set NAME up)
+//
+// convert and activate run package online, the code `cryptshift convert
+// --online` and `recover --activate` run, so these scenarios test what
+// ships; the guest adds only measurements and checks of the outcome.
 //
 // The writer logs an fsync only after it returned, to a raw device with
 // O_DIRECT|O_DSYNC, so the log is a lower bound of what must be on disk.
@@ -30,9 +34,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/cryptshift/cryptshift/blockdev"
 	"github.com/cryptshift/cryptshift/dm"
 	"github.com/cryptshift/cryptshift/engine"
+	"github.com/cryptshift/cryptshift/online"
 	"github.com/cryptshift/cryptshift/sectorcipher"
 )
 
@@ -234,14 +238,14 @@ func check(args []string) error {
 	return nil
 }
 
-// probe wraps the holder and measures, per window, how long a read of the
-// window issued right after Hold waits; and keeps a reader going elsewhere
-// on the device, outside the window, to see what table swaps cost it.
+// probe watches the holder (online.Hooks) and measures, per window, how
+// long a read of the window issued right after it is held waits; and keeps
+// a reader going elsewhere on the device, outside the window, to see what
+// table swaps cost it.
 type probe struct {
-	inner *dm.Online
-	fd    int
-	buf   []byte
-	done  chan time.Duration
+	fd   int
+	buf  []byte
+	done chan time.Duration
 
 	mu       sync.Mutex
 	windowed []time.Duration
@@ -251,22 +255,23 @@ type probe struct {
 	wg       sync.WaitGroup
 }
 
-func (p *probe) Hold(w uint64, start, n int64) error {
-	p.done = nil
-	if err := p.inner.Hold(w, start, n); err != nil {
-		return err
-	}
+func (p *probe) hooks() online.Hooks {
+	return online.Hooks{Held: p.held, Released: p.released, Aborted: p.aborted}
+}
+
+func (p *probe) held(w uint64, start, n int64) {
 	p.done = make(chan time.Duration, 1)
 	go func(ch chan time.Duration) {
 		t0 := time.Now()
 		_, _ = unix.Pread(p.fd, p.buf, start)
 		ch <- time.Since(t0)
 	}(p.done)
-	return nil
 }
 
-func (p *probe) Release(w uint64, start, n int64) error {
-	err := p.inner.Release(w, start, n)
+func (p *probe) released(w uint64, start, n int64, err error) {
+	if p.done == nil {
+		return
+	}
 	d := <-p.done
 	p.done = nil
 	p.mu.Lock()
@@ -274,13 +279,12 @@ func (p *probe) Release(w uint64, start, n int64) error {
 	p.mu.Unlock()
 	// The first converted window is never held again: read there.
 	p.otherAt.CompareAndSwap(-1, start)
-	return err
 }
 
-func (p *probe) Abort(w uint64, start, n int64, cause error) {
-	p.inner.Abort(w, start, n, cause)
+func (p *probe) aborted(w uint64, start, n int64) {
 	if p.done != nil {
 		<-p.done // the window now fails I/O, so the read returns
+		p.done = nil
 	}
 }
 
@@ -312,6 +316,7 @@ func readKey(path string) ([]byte, error) {
 func convert(args []string) error {
 	fs := flag.NewFlagSet("convert", flag.ExitOnError)
 	name := fs.String("name", "data", "device-mapper device serving the data")
+	dev := fs.String("dev", "/dev/vda", "backing device NAME serves")
 	oldCipher := fs.String("old-cipher", "aes-xts-plain64", "old cipher (none = plaintext)")
 	newCipher := fs.String("new-cipher", "aes-xts-plain64", "new cipher")
 	oldKeyFile := fs.String("old-key", "", "old key file (empty for none)")
@@ -319,8 +324,7 @@ func convert(args []string) error {
 	meta := fs.String("meta", "/dev/vdd", "metadata device")
 	window := fs.Int64("window", 1<<20, "window bytes")
 	mode := fs.String("mode", "journal", "resilience mode")
-	resume := fs.Bool("resume", false, "resume a recorded conversion; the live table is then a composite")
-	oldOffset := fs.Int64("old-offset", 0, "with -resume: the recorded data offset")
+	resume := fs.Bool("resume", false, "a recorded conversion must be resumed; the live table is then a composite")
 	fs.Parse(args)
 
 	oldKey, err := readKey(*oldKeyFile)
@@ -331,51 +335,12 @@ func convert(args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := dm.LockMemory(); err != nil {
-		return err
-	}
-	live, err := dm.Table(*name)
-	if err != nil {
-		return err
-	}
-	seg, err := dm.ParseSegment(live[len(live)-1])
-	if err != nil {
-		return err
-	}
-	// The live table gives the old mapping, key included, as the kernel
-	// holds it: it must be the key we were given. (Resumed ascending, the
-	// last target is the part still under the old mapping.)
-	if string(seg.Mapping.Key) != string(oldKey) || seg.Mapping.Spec.String() != mustSpec(*oldCipher).String() {
-		return fmt.Errorf("%s's live table does not hold the given old key and cipher", *name)
-	}
-	oldMap := seg.Mapping
-	oldMap.IVOffset = 0
-	newMap := sectorcipher.Mapping{Spec: mustSpec(*newCipher), Key: newKey, SectorSize: 512}
-	if newKey == nil {
-		newMap.Key = []byte{}
-	}
-	backing, bk, err := dm.OpenBacking(*name)
-	if err != nil {
-		return err
-	}
-	defer backing.Close()
-	md, err := blockdev.Open(*meta, blockdev.Options{Direct: true, Exclusive: true})
-	if err != nil {
-		return err
-	}
-	defer md.Close()
-	fmt.Printf("BACKING %s (%s) offset=%d size=%d\n", bk.Path, bk.DevNo, bk.Offset, bk.Size)
-
-	ocfg := dm.OnlineConfig{Name: *name, Old: oldMap, New: newMap,
-		Logf: func(f string, a ...any) { fmt.Printf(f+"\n", a...) }}
 	if *resume {
-		ocfg.OldOffset = oldOffset
-		bk.Offset = *oldOffset
+		live, err := dm.Table(*name)
+		if err != nil {
+			return err
+		}
 		fmt.Printf("RESUMING over %d targets\n", len(live))
-	}
-	on, err := dm.NewOnline(ocfg)
-	if err != nil {
-		return err
 	}
 	node, err := dm.DevicePath(*name)
 	if err != nil {
@@ -386,20 +351,23 @@ func convert(args []string) error {
 		return err
 	}
 	defer unix.Close(fd)
-	p := &probe{inner: on, fd: fd, buf: alignedBuf(4096)}
+	p := &probe{fd: fd, buf: alignedBuf(4096)}
 	p.otherAt.Store(-1)
 	p.wg.Add(1)
 	go p.readOther()
 
-	off := bk.Offset
+	req := online.Request{Name: *name, Device: *dev, Metadata: *meta, Hooks: p.hooks(),
+		Logf: func(f string, a ...any) { fmt.Printf(f+"\n", a...) }}
+	// The old mapping, data offset and size come from NAME's live table,
+	// as with `convert --online`; a given key or cipher must agree with it.
 	cfg := engine.Config{
-		Old:        engine.Side{Cipher: *oldCipher, Key: oldKey, SectorSize: 512},
-		New:        engine.Side{Cipher: *newCipher, Key: newKey, SectorSize: 512},
-		DataOffset: &off, DataSize: bk.Size, Mode: *mode, Window: *window,
+		Old:  engine.Side{Cipher: *oldCipher, Key: oldKey},
+		New:  engine.Side{Cipher: *newCipher, Key: newKey, SectorSize: 512},
+		Mode: *mode, Window: *window,
 	}
 	t0 := time.Now()
-	_, err = engine.Convert(context.Background(), engine.Target{Data: backing, Meta: md}, cfg,
-		engine.Options{Holder: p, Progress: func(pr engine.Progress) {
+	res, err := online.Convert(context.Background(), req, cfg,
+		engine.Options{Progress: func(pr engine.Progress) {
 			if pr.Done%16 == 0 || pr.Done == pr.Total {
 				fmt.Printf("PROGRESS %d/%d\n", pr.Done, pr.Total)
 			}
@@ -409,13 +377,13 @@ func convert(args []string) error {
 	if err != nil {
 		return fmt.Errorf("convert: %w", err)
 	}
-	if err := on.Finish(); err != nil {
-		return fmt.Errorf("finish: %w", err)
+	if res.Engine.Resumed != *resume {
+		return fmt.Errorf("the engine resumed=%v, the test expected %v", res.Engine.Resumed, *resume)
 	}
 	fmt.Printf("CONVERTED in %v\n", time.Since(t0).Round(time.Millisecond))
 
 	var swaps, held []time.Duration
-	for _, s := range on.Stats() {
+	for _, s := range res.Stats {
 		swaps = append(swaps, s.Swap)
 		held = append(held, s.Held)
 	}
@@ -432,7 +400,8 @@ func convert(args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(final) != 1 || string(fseg.Mapping.Key) != string(newMap.Key) || fseg.Mapping.Spec != newMap.Spec || fseg.Offset*512 != uint64(bk.Offset) {
+	h := res.Engine.Header
+	if len(final) != 1 || string(fseg.Mapping.Key) != string(newKey) || fseg.Mapping.Spec != mustSpec(*newCipher) || fseg.Offset*512 != h.NewOffset {
 		return fmt.Errorf("final table is not one target with the new mapping: %d targets", len(final))
 	}
 	fmt.Printf("FINAL-TABLE-OK %s key=%s\n", final[0].Type, hex.EncodeToString(sha256sum(fseg.Mapping.Key))[:16])
@@ -465,7 +434,7 @@ func mustSpec(s string) sectorcipher.Spec {
 }
 
 // activate recovers an interrupted conversion and creates NAME from the
-// recovered header, as `recover --activate NAME` will.
+// recovered header: online.Activate, which `recover --activate NAME` runs.
 func activate(args []string) error {
 	fs := flag.NewFlagSet("activate", flag.ExitOnError)
 	name := fs.String("name", "data", "device to create")
@@ -482,23 +451,13 @@ func activate(args []string) error {
 	if err != nil {
 		return err
 	}
-	data, err := blockdev.Open(*dev, blockdev.Options{Direct: true, Exclusive: true})
-	if err != nil {
-		return err
+	req := online.Request{Name: *name, Device: *dev, Metadata: *meta}
+	rec, err := online.Activate(context.Background(), req, oldKey, newKey, engine.RecoverOptions{})
+	if rec != nil {
+		h := rec.Recovered.Header
+		fmt.Printf("RECOVERED %s; done %d of %d windows, state %s\n", rec.Recovered.Action, h.Done, h.Windows(), h.State)
 	}
-	md, err := blockdev.Open(*meta, blockdev.Options{Direct: true, Exclusive: true})
 	if err != nil {
-		data.Close()
-		return err
-	}
-	res, err := engine.Recover(context.Background(), engine.Target{Data: data, Meta: md}, oldKey, newKey, engine.RecoverOptions{}, engine.Options{})
-	data.Close()
-	md.Close()
-	if err != nil {
-		return fmt.Errorf("recover: %w", err)
-	}
-	fmt.Printf("RECOVERED %s; done %d of %d windows, state %s\n", res.Action, res.Header.Done, res.Header.Windows(), res.Header.State)
-	if err := dm.ActivateRecovered(*name, res.Header, dm.Keys{Old: oldKey, New: newKey}, *dev); err != nil {
 		return err
 	}
 	ts, err := dm.Table(*name)

@@ -1,4 +1,4 @@
-package dm
+package online
 
 import (
 	"crypto/sha256"
@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/cryptshift/cryptshift/blockdev"
+	"github.com/cryptshift/cryptshift/dm"
 )
 
 // KernelCrypto is an online conversion's data path through the kernel's
@@ -32,10 +33,10 @@ func cryptoNames(name string) [2]string {
 // cryptoTables are the private devices' tables: the data area from sector
 // 0, with each mapping at its own offset, exactly as a single-target table
 // of that mapping would serve it.
-func (l *layout) cryptoTables() [2][]Target {
-	return [2][]Target{
-		{MappingTarget(l.old, l.dev, l.oldOff, 0, l.size, l.extra)},
-		{MappingTarget(l.new, l.dev, l.newOff, 0, l.size, l.extra)},
+func (l *layout) cryptoTables() [2][]dm.Target {
+	return [2][]dm.Target{
+		{dm.MappingTarget(l.old, l.dev, l.oldOff, 0, l.size, l.extra)},
+		{dm.MappingTarget(l.new, l.dev, l.newOff, 0, l.size, l.extra)},
 	}
 }
 
@@ -51,22 +52,22 @@ func (o *Online) KernelCrypto() (*KernelCrypto, error) {
 	for i, n := range k.names {
 		if err := o.ctl.create(n, "", tables[i]); err != nil {
 			k.Close()
-			return nil, fmt.Errorf("dm: kernel crypto: %w", err)
+			return nil, fmt.Errorf("online: kernel crypto: %w", err)
 		}
-		path, err := DevicePath(n)
+		path, err := dm.DevicePath(n)
 		if err != nil {
 			k.Close()
-			return nil, fmt.Errorf("dm: kernel crypto: %w", err)
+			return nil, fmt.Errorf("online: kernel crypto: %w", err)
 		}
 		f, err := blockdev.Open(path, blockdev.Options{Direct: true, Exclusive: true, ReadOnly: i == 0})
 		if err != nil {
 			k.Close()
-			return nil, fmt.Errorf("dm: kernel crypto: open %s: %w", n, err)
+			return nil, fmt.Errorf("online: kernel crypto: open %s: %w", n, err)
 		}
 		if f.Size() != int64(o.l.size*512) {
 			f.Close()
 			k.Close()
-			return nil, fmt.Errorf("dm: kernel crypto: %s is %d bytes, the data area %d", n, f.Size(), o.l.size*512)
+			return nil, fmt.Errorf("online: kernel crypto: %s is %d bytes, the data area %d", n, f.Size(), o.l.size*512)
 		}
 		k.files[i] = f
 	}

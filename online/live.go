@@ -1,17 +1,12 @@
-package main
+package online
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
-	"slices"
-	"syscall"
-	"time"
 
-	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
 	"github.com/cryptshift/cryptshift/blockdev"
@@ -22,23 +17,24 @@ import (
 	"github.com/cryptshift/cryptshift/sectorcipher"
 )
 
-// onlineHolder is the engine's Holder for an online conversion. It builds
-// the device-mapper holder in Begin, from the authenticated header, so the
+// holder is the engine's Holder for an online conversion. It builds the
+// device-mapper holder in Begin, from the authenticated header, so the
 // live table is checked against the recorded layout and progress rather
 // than against anything the command line claims.
-type onlineHolder struct {
+type holder struct {
 	name     string
 	destOff  *int64 // --new-like: where DEST keeps the data; must be the new offset
 	logf     func(string, ...any)
-	o        *dm.Online
+	hooks    Hooks
+	o        *Online
 	lockedMu bool
-	kc       *dm.KernelCrypto // --crypto kernel, once opened
+	kc       *KernelCrypto // --crypto kernel, once opened
 }
 
 // Open implements engine.CryptoDevices for --crypto kernel: the private
 // dm-crypt devices of the data area, built from the same layout as the
 // holder's tables (so Begin must have run).
-func (h *onlineHolder) Open(hd *header.Header, oldKey, newKey []byte) (blockdev.Device, blockdev.Device, error) {
+func (h *holder) Open(hd *header.Header, oldKey, newKey []byte) (blockdev.Device, blockdev.Device, error) {
 	if h.o == nil {
 		return nil, nil, errors.New("kernel crypto before the online holder began")
 	}
@@ -54,17 +50,17 @@ func (h *onlineHolder) Open(hd *header.Header, oldKey, newKey []byte) (blockdev.
 }
 
 // closeCrypto removes the private devices of --crypto kernel.
-func (h *onlineHolder) closeCrypto(stderr io.Writer) {
+func (h *holder) closeCrypto() {
 	if h.kc == nil {
 		return
 	}
 	if err := h.kc.Close(); err != nil {
-		fmt.Fprintf(stderr, "cryptshift: warning: removing the kernel crypto devices: %v\n", err)
+		h.logf("cryptshift: warning: removing the kernel crypto devices: %v", err)
 	}
 	h.kc = nil
 }
 
-func (h *onlineHolder) Begin(hd *header.Header, oldKey, newKey []byte) error {
+func (h *holder) Begin(hd *header.Header, oldKey, newKey []byte) error {
 	om, err := hd.Old.WithKey(oldKey)
 	if err != nil {
 		return err
@@ -77,7 +73,7 @@ func (h *onlineHolder) Begin(hd *header.Header, oldKey, newKey []byte) error {
 		return fmt.Errorf("--new-like: the new mapping's device reads data at byte %d, the conversion writes it at %d", *h.destOff, hd.NewOffset)
 	}
 	oo, no := int64(hd.OldOffset), int64(hd.NewOffset)
-	o, err := dm.NewOnline(dm.OnlineConfig{Name: h.name, Old: om, New: nm, OldOffset: &oo, NewOffset: &no, Logf: h.logf})
+	o, err := NewOnline(OnlineConfig{Name: h.name, Old: om, New: nm, OldOffset: &oo, NewOffset: &no, Logf: h.logf})
 	if err != nil {
 		return err
 	}
@@ -91,35 +87,46 @@ func (h *onlineHolder) Begin(hd *header.Header, oldKey, newKey []byte) error {
 	return nil
 }
 
-func (h *onlineHolder) Hold(w uint64, start, n int64) error {
+func (h *holder) Hold(w uint64, start, n int64) error {
 	if err := h.o.Hold(w, start, n); err != nil {
 		return err
 	}
-	if k := testKillHolding(); k >= 0 && uint64(k) == w {
-		syscall.Kill(os.Getpid(), syscall.SIGKILL)
-		select {} // SIGKILL cannot be caught: this never runs on
+	if h.hooks.Held != nil {
+		h.hooks.Held(w, start, n)
 	}
 	return nil
 }
 
-func (h *onlineHolder) Release(w uint64, start, n int64) error { return h.o.Release(w, start, n) }
-func (h *onlineHolder) Abort(w uint64, start, n int64, cause error) {
+func (h *holder) Release(w uint64, start, n int64) error {
+	err := h.o.Release(w, start, n)
+	if h.hooks.Released != nil {
+		h.hooks.Released(w, start, n, err)
+	}
+	return err
+}
+
+func (h *holder) Abort(w uint64, start, n int64, cause error) {
 	if h.o != nil {
 		h.o.Abort(w, start, n, cause)
 	}
+	if h.hooks.Aborted != nil {
+		h.hooks.Aborted(w, start, n)
+	}
 }
 
-func (h *onlineHolder) close() {
+func (h *holder) close() {
 	if h.lockedMu {
 		_ = dm.UnlockMemory()
 	}
 }
 
-// onlineTarget opens what an online conversion of NAME over DEVICE works on:
-// DEVICE itself with O_DIRECT and without O_EXCL (device-mapper holds it),
-// and the metadata, at its end or in --metadata. It refuses a NAME that is
-// not served from DEVICE.
-func onlineTarget(name, dev, metaPath string, createMeta int64) (engine.Target, []dm.Target, func(bool), error) {
+// openTarget opens what an online conversion of req.Name over req.Device
+// works on: the device itself with O_DIRECT and without O_EXCL
+// (device-mapper holds it), and the metadata, at its end or in
+// req.Metadata. It refuses a Name that is not served from Device, and
+// holds Name's lock until cleanup.
+func openTarget(req Request, create bool) (engine.Target, []dm.Target, func(bool), error) {
+	name, dev := req.Name, req.Device
 	live, err := dm.Table(name)
 	if err != nil {
 		return engine.Target{}, nil, nil, fmt.Errorf("%w: --online %s: %w", errclass.Device, name, err)
@@ -135,7 +142,7 @@ func onlineTarget(name, dev, metaPath string, createMeta int64) (engine.Target, 
 		seg, err := dm.ParseSegment(t)
 		if err != nil {
 			if t.Type == "linear" {
-				continue // a hold device; dm.NewOnline explains
+				continue // a hold device; NewOnline explains
 			}
 			return engine.Target{}, nil, nil, fmt.Errorf("%w: --online %s: %w", errclass.Device, name, err)
 		}
@@ -143,30 +150,22 @@ func onlineTarget(name, dev, metaPath string, createMeta int64) (engine.Target, 
 			return engine.Target{}, nil, nil, fmt.Errorf("%w: --online %s is served from %s, not from %s (%s)", errclass.Device, name, seg.Device, dev, devno)
 		}
 	}
-	unlock, err := lockName(name)
+	unlock, err := Lock(name)
 	if err != nil {
 		return engine.Target{}, nil, nil, err
 	}
-	data, err := blockdev.Open(dev, blockdev.Options{Direct: true})
-	if err != nil {
-		unlock()
-		return engine.Target{}, nil, nil, fmt.Errorf("%w: %w", errclass.Device, err)
-	}
-	if metaPath == "" {
-		return engine.Target{Data: data, Meta: data, MetaOnData: true}, live, func(bool) { data.Close(); unlock() }, nil
-	}
-	data.Close()
-	t, cleanup, err := openTarget(dev, metaPath, createMeta, blockdev.Options{Direct: true})
+	t, cleanup, err := req.open(blockdev.Options{Direct: true}, create)
 	if err != nil {
 		unlock()
 		return engine.Target{}, nil, nil, err
 	}
-	return t, live, func(rm bool) { cleanup(rm); unlock() }, nil
+	return t, live, func(failed bool) { cleanup(failed); unlock() }, nil
 }
 
-// lockName keeps two cryptshift processes off the same device-mapper
-// device: O_EXCL cannot, since the device is held by design.
-func lockName(name string) (func(), error) {
+// Lock keeps two cryptshift processes off the same device-mapper device
+// NAME: O_EXCL cannot, since the device is held by design. Every command
+// that works on a live NAME takes it; the returned function releases it.
+func Lock(name string) (func(), error) {
 	dir := "/run/cryptshift"
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("%w: lock directory: %w", errclass.Device, err)
@@ -274,30 +273,4 @@ func sideFromMapping(s *engine.Side, name string, m sectorcipher.Mapping) error 
 	iv, large := m.IVOffset, m.IVLargeSectors
 	*s = engine.Side{Cipher: m.Spec.String(), Key: m.Key, SectorSize: m.SectorSize, IVOffset: &iv, IVLargeSectors: &large}
 	return nil
-}
-
-// printStalls reports how long application I/O waited, per window held and
-// per table swap: the cost the online mode puts on the application.
-func printStalls(w io.Writer, stats []dm.WindowStat) {
-	if len(stats) == 0 {
-		return
-	}
-	held := make([]time.Duration, len(stats))
-	swap := make([]time.Duration, len(stats))
-	for i, s := range stats {
-		held[i], swap[i] = s.Held, s.Swap
-	}
-	slices.Sort(held)
-	slices.Sort(swap)
-	fmt.Fprintf(w, "I/O to the window being converted waited at most %v per window (median %v); all I/O waited at most %v per table swap (median %v)\n",
-		held[len(held)-1].Round(time.Millisecond), held[len(held)/2].Round(time.Millisecond),
-		swap[len(swap)-1].Round(time.Millisecond), swap[len(swap)/2].Round(time.Millisecond))
-}
-
-func onlineFlags() []cli.Flag {
-	return []cli.Flag{
-		&cli.StringFlag{Name: "online", Usage: "convert while device-mapper device `NAME` serves DEVICE's data (and may be mounted); its live table gives the old mapping"},
-		&cli.StringFlag{Name: "crypto", Value: "userspace", Usage: "with --online: `ENGINE` that encrypts and decrypts: userspace (cryptshift's own ciphers) or kernel (private dm-crypt devices; --resilience shift or none only)"},
-		&cli.StringFlag{Name: "new-like", Usage: "with --online: take the new mapping from the live table of device-mapper device `DEST` over DEVICE; DEST is removed at the end"},
-	}
 }

@@ -1,9 +1,10 @@
-package dm
+package online
 
 import (
 	"errors"
 	"testing"
 
+	"github.com/cryptshift/cryptshift/dm"
 	"github.com/cryptshift/cryptshift/header"
 )
 
@@ -52,8 +53,8 @@ func TestReactivateAfterDeathWhileHeld(t *testing.T) {
 			}
 		}
 		want, _ := Composite(h, Keys{Old: o.l.old.Key, New: o.l.new.Key}, "8:16")
-		if FormatTable(d.live) != FormatTable(want) {
-			t.Fatalf("rolled=%v: live table\n%s\nwant\n%s", rolled, FormatTable(d.live), FormatTable(want))
+		if dm.FormatTable(d.live) != dm.FormatTable(want) {
+			t.Fatalf("rolled=%v: live table\n%s\nwant\n%s", rolled, dm.FormatTable(d.live), dm.FormatTable(want))
 		}
 	}
 }
@@ -102,7 +103,7 @@ func TestSettleLeavesTheCompositeTable(t *testing.T) {
 	}
 	live := f.devs["data"].live
 	if len(live) != 2 || live[0].Length != 128 || live[1].Start != 128 || live[1].Type != "crypt" {
-		t.Fatalf("settled table:\n%s", FormatTable(live))
+		t.Fatalf("settled table:\n%s", dm.FormatTable(live))
 	}
 	// A holder over the settled device resumes where it stopped.
 	o2, err := newOnline(f, OnlineConfig{Name: "data", Old: o.l.old, New: o.l.new, Logf: t.Logf})
@@ -118,6 +119,6 @@ func TestSettleLeavesTheCompositeTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	if live := f.devs["data"].live; len(live) != 1 {
-		t.Fatalf("finished table:\n%s", FormatTable(live))
+		t.Fatalf("finished table:\n%s", dm.FormatTable(live))
 	}
 }

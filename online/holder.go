@@ -1,4 +1,4 @@
-package dm
+package online
 
 import (
 	"crypto/sha256"
@@ -10,21 +10,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cryptshift/cryptshift/dm"
 	"github.com/cryptshift/cryptshift/header"
 	"github.com/cryptshift/cryptshift/sectorcipher"
 )
-
-// control is the device-mapper operations the online holder uses, so that
-// their order can be checked on a host without device-mapper.
-type control interface {
-	create(name, uuid string, table []Target) error
-	load(name string, table []Target) error
-	suspend(name string, flags SuspendFlags) error
-	resume(name string, flags SuspendFlags) error
-	remove(name string) error
-	info(name string) (DevInfo, error)
-	table(name string) ([]Target, error)
-}
 
 // OnlineConfig describes the device an online conversion runs under.
 type OnlineConfig struct {
@@ -94,51 +83,51 @@ func NewOnline(cfg OnlineConfig) (*Online, error) {
 
 func newOnline(ctl control, cfg OnlineConfig) (*Online, error) {
 	if cfg.Name == "" {
-		return nil, errors.New("dm: online: no device name")
+		return nil, errors.New("online: no device name")
 	}
 	for _, m := range []sectorcipher.Mapping{cfg.Old, cfg.New} {
 		if err := m.Validate(); err != nil {
-			return nil, fmt.Errorf("dm: online: %w", err)
+			return nil, fmt.Errorf("online: %w", err)
 		}
 	}
 	live, err := ctl.table(cfg.Name)
 	if err != nil {
-		return nil, fmt.Errorf("dm: online: %w", err)
+		return nil, fmt.Errorf("online: %w", err)
 	}
 	if len(live) == 0 {
-		return nil, fmt.Errorf("dm: online: %s has no live table", cfg.Name)
+		return nil, fmt.Errorf("online: %s has no live table", cfg.Name)
 	}
 	for _, t := range live {
 		if t.Type == "linear" && strings.Contains(t.Params, holdPrefix) {
-			return nil, fmt.Errorf("dm: online: %s still routes a window to a hold device from an earlier run; run recover first", cfg.Name)
+			return nil, fmt.Errorf("online: %s still routes a window to a hold device from an earlier run; run recover first", cfg.Name)
 		}
 	}
-	first, err := ParseSegment(live[0])
+	first, err := dm.ParseSegment(live[0])
 	if err != nil {
-		return nil, fmt.Errorf("dm: online: %s: %w", cfg.Name, err)
+		return nil, fmt.Errorf("online: %s: %w", cfg.Name, err)
 	}
-	l := &layout{dev: first.Device, size: Size(live), old: cfg.Old, new: cfg.New, extra: first.Extra}
+	l := &layout{dev: first.Device, size: dm.Size(live), old: cfg.Old, new: cfg.New, extra: first.Extra}
 	switch {
 	case cfg.OldOffset != nil:
 		if *cfg.OldOffset < 0 || *cfg.OldOffset%512 != 0 {
-			return nil, fmt.Errorf("dm: online: old data offset %d is not a multiple of 512", *cfg.OldOffset)
+			return nil, fmt.Errorf("online: old data offset %d is not a multiple of 512", *cfg.OldOffset)
 		}
 		l.oldOff = uint64(*cfg.OldOffset) / 512
 	case len(live) == 1:
 		l.oldOff = first.Offset
 	default:
-		return nil, fmt.Errorf("dm: online: %s has %d targets; give the recorded data offsets", cfg.Name, len(live))
+		return nil, fmt.Errorf("online: %s has %d targets; give the recorded data offsets", cfg.Name, len(live))
 	}
 	l.newOff = l.oldOff
 	if cfg.NewOffset != nil {
 		if *cfg.NewOffset < 0 || *cfg.NewOffset%512 != 0 {
-			return nil, fmt.Errorf("dm: online: new data offset %d is not a multiple of 512", *cfg.NewOffset)
+			return nil, fmt.Errorf("online: new data offset %d is not a multiple of 512", *cfg.NewOffset)
 		}
 		l.newOff = uint64(*cfg.NewOffset) / 512
 	}
 	conv, err := l.converted(live)
 	if err != nil {
-		return nil, fmt.Errorf("dm: online: %s: %w", cfg.Name, err)
+		return nil, fmt.Errorf("online: %s: %w", cfg.Name, err)
 	}
 	o := &Online{ctl: ctl, name: cfg.Name, logf: cfg.Logf, l: l, conv: conv}
 	if o.logf == nil {
@@ -151,8 +140,9 @@ func newOnline(ctl control, cfg OnlineConfig) (*Online, error) {
 	return o, nil
 }
 
-// holdPrefix starts the names of hold devices.
-const holdPrefix = "cryptshift-"
+// holdPrefix starts the names of hold devices and private kernel crypto
+// devices: dm gives the devices so named the udev flags of private devices.
+const holdPrefix = dm.PrivatePrefix
 
 // holdNames are the two hold devices of the served device name.
 func holdNames(name string) [2]string {
@@ -177,15 +167,15 @@ func (o *Online) clearStale(names []string) error {
 			continue
 		}
 		if inf.OpenCount > 0 {
-			return fmt.Errorf("dm: online: %s from an earlier run is still open", h)
+			return fmt.Errorf("online: %s from an earlier run is still open", h)
 		}
 		if inf.Suspended {
 			// Remove waits for nothing on a suspended device with no
 			// opener, but resume first so no queued I/O is dropped silently.
-			_ = o.ctl.resume(h, NoFlush|SkipLockfs)
+			_ = o.ctl.resume(h, dm.NoFlush|dm.SkipLockfs)
 		}
 		if err := o.ctl.remove(h); err != nil {
-			return fmt.Errorf("dm: online: remove stale %s: %w", h, err)
+			return fmt.Errorf("online: remove stale %s: %w", h, err)
 		}
 	}
 	return nil
@@ -206,11 +196,11 @@ func (o *Online) Stats() []WindowStat {
 
 func (o *Online) span(start, length int64) (span, error) {
 	if start < 0 || length <= 0 || start%512 != 0 || length%512 != 0 {
-		return span{}, fmt.Errorf("dm: online: window [%d, +%d) is not in whole sectors", start, length)
+		return span{}, fmt.Errorf("online: window [%d, +%d) is not in whole sectors", start, length)
 	}
 	s := span{uint64(start) / 512, uint64(start+length) / 512}
 	if s.hi > o.l.size {
-		return span{}, fmt.Errorf("dm: online: window [%d, +%d) runs past the device (%d bytes)", start, length, o.l.size*512)
+		return span{}, fmt.Errorf("online: window [%d, +%d) runs past the device (%d bytes)", start, length, o.l.size*512)
 	}
 	return s, nil
 }
@@ -229,7 +219,7 @@ func (o *Online) direction(win span) (int, error) {
 	case o.dir == 0 && asc && desc:
 		return 0, nil // the only window: either way
 	}
-	return 0, fmt.Errorf("dm: online: window [%d, %d) is not next to the converted sectors [%d, %d)", win.lo, win.hi, o.conv.lo, o.conv.hi)
+	return 0, fmt.Errorf("online: window [%d, %d) is not next to the converted sectors [%d, %d)", win.lo, win.hi, o.conv.lo, o.conv.hi)
 }
 
 // Hold implements engine.Holder. Order (docs/DESIGN.md):
@@ -244,10 +234,10 @@ func (o *Online) Hold(w uint64, start, length int64) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.aborted != nil {
-		return fmt.Errorf("dm: online: an earlier window was aborted: %w", o.aborted)
+		return fmt.Errorf("online: an earlier window was aborted: %w", o.aborted)
 	}
 	if o.held != nil {
-		return fmt.Errorf("dm: online: hold of window %d while window %d is held", w, o.held.w)
+		return fmt.Errorf("online: hold of window %d while window %d is held", w, o.held.w)
 	}
 	win, err := o.span(start, length)
 	if err != nil {
@@ -274,12 +264,12 @@ func (o *Online) Hold(w uint64, start, length int64) error {
 		// The spare hold device served the window before last, and Name
 		// stopped routing to it at the previous swap.
 		if inf.OpenCount > 0 {
-			return fmt.Errorf("dm: online: %s is still open; cannot reuse it", hold)
+			return fmt.Errorf("online: %s is still open; cannot reuse it", hold)
 		}
 		if err := o.ctl.load(hold, holdTable); err != nil {
 			return err
 		}
-		if err := o.ctl.resume(hold, NoFlush|SkipLockfs); err != nil {
+		if err := o.ctl.resume(hold, dm.NoFlush|dm.SkipLockfs); err != nil {
 			return err
 		}
 	}
@@ -288,10 +278,10 @@ func (o *Online) Hold(w uint64, start, length int64) error {
 		return err
 	}
 	t0 := time.Now()
-	if err := o.ctl.suspend(o.name, NoFlush|SkipLockfs); err != nil {
+	if err := o.ctl.suspend(o.name, dm.NoFlush|dm.SkipLockfs); err != nil {
 		return err
 	}
-	if err := o.ctl.resume(o.name, NoFlush|SkipLockfs); err != nil {
+	if err := o.ctl.resume(o.name, dm.NoFlush|dm.SkipLockfs); err != nil {
 		return err
 	}
 	swap := time.Since(t0)
@@ -299,7 +289,7 @@ func (o *Online) Hold(w uint64, start, length int64) error {
 	// window is still served with the old mapping and nothing was written.
 	o.held = &heldWindow{w: w, s: win, hold: hold, swap: swap}
 	o.next = 1 - o.next
-	if err := o.ctl.suspend(hold, SkipLockfs); err != nil {
+	if err := o.ctl.suspend(hold, dm.SkipLockfs); err != nil {
 		o.held = nil
 		return err
 	}
@@ -318,17 +308,17 @@ func (o *Online) Release(w uint64, start, length int64) error {
 	defer o.mu.Unlock()
 	hw := o.held
 	if hw == nil || hw.w != w {
-		return fmt.Errorf("dm: online: release of window %d, which is not held", w)
+		return fmt.Errorf("online: release of window %d, which is not held", w)
 	}
 	err := o.ctl.load(hw.hold, o.l.windowTable(o.l.new, o.l.newOff, hw.s))
 	if err == nil {
-		err = o.ctl.resume(hw.hold, NoFlush|SkipLockfs)
+		err = o.ctl.resume(hw.hold, dm.NoFlush|dm.SkipLockfs)
 	}
 	if err != nil {
 		// The window is committed on disk but cannot be served with the
 		// new mapping: failing I/O is the only safe thing left.
 		o.failWindow(hw, err)
-		return fmt.Errorf("dm: online: release window %d: %w", w, err)
+		return fmt.Errorf("online: release window %d: %w", w, err)
 	}
 	o.stats = append(o.stats, WindowStat{Window: w, Swap: hw.swap, Held: time.Since(hw.heldAt)})
 	o.held = nil
@@ -362,9 +352,9 @@ func (o *Online) Abort(w uint64, start, length int64, cause error) {
 func (o *Online) failWindow(hw *heldWindow, cause error) {
 	o.logf("cryptshift: ABORT: window %d (sectors %d-%d of %s) now FAILS all I/O: %v", hw.w, hw.s.lo, hw.s.hi, o.name, cause)
 	o.logf("cryptshift: the data is safe on disk; run `cryptshift recover` to finish the window, then resume the conversion")
-	err := o.ctl.load(hw.hold, []Target{{Start: 0, Length: hw.s.hi - hw.s.lo, Type: "error"}})
+	err := o.ctl.load(hw.hold, []dm.Target{{Start: 0, Length: hw.s.hi - hw.s.lo, Type: "error"}})
 	if err == nil {
-		err = o.ctl.resume(hw.hold, NoFlush|SkipLockfs)
+		err = o.ctl.resume(hw.hold, dm.NoFlush|dm.SkipLockfs)
 	}
 	if err != nil {
 		o.logf("cryptshift: could not switch %s to an error table (%v): I/O to the window stays queued; do not resume it by hand", hw.hold, err)
@@ -376,7 +366,7 @@ func (o *Online) failWindow(hw *heldWindow, cause error) {
 // resumeName resumes Name if a failed swap left it suspended.
 func (o *Online) resumeName() {
 	if inf, err := o.ctl.info(o.name); err == nil && inf.Suspended {
-		if err := o.ctl.resume(o.name, NoFlush|SkipLockfs); err != nil {
+		if err := o.ctl.resume(o.name, dm.NoFlush|dm.SkipLockfs); err != nil {
 			o.logf("cryptshift: %s is left suspended: %v", o.name, err)
 		}
 	}
@@ -388,7 +378,7 @@ func (o *Online) Finish() error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.conv != (span{0, o.l.size}) {
-		return fmt.Errorf("dm: online: only sectors [%d, %d) of %d are converted", o.conv.lo, o.conv.hi, o.l.size)
+		return fmt.Errorf("online: only sectors [%d, %d) of %d are converted", o.conv.lo, o.conv.hi, o.l.size)
 	}
 	return o.settle()
 }
@@ -405,18 +395,18 @@ func (o *Online) Settle() error {
 
 func (o *Online) settle() error {
 	if o.aborted != nil {
-		return fmt.Errorf("dm: online: cannot settle after an abort: %w", o.aborted)
+		return fmt.Errorf("online: cannot settle after an abort: %w", o.aborted)
 	}
 	if o.held != nil {
-		return fmt.Errorf("dm: online: window %d is still held", o.held.w)
+		return fmt.Errorf("online: window %d is still held", o.held.w)
 	}
 	if err := o.ctl.load(o.name, o.l.table(o.conv, span{}, "")); err != nil {
 		return err
 	}
-	if err := o.ctl.suspend(o.name, NoFlush|SkipLockfs); err != nil {
+	if err := o.ctl.suspend(o.name, dm.NoFlush|dm.SkipLockfs); err != nil {
 		return err
 	}
-	if err := o.ctl.resume(o.name, NoFlush|SkipLockfs); err != nil {
+	if err := o.ctl.resume(o.name, dm.NoFlush|dm.SkipLockfs); err != nil {
 		return err
 	}
 	for _, h := range o.holds {
@@ -438,7 +428,7 @@ func (o *Online) settle() error {
 // "major:minor".
 func ActivateRecovered(name string, h *header.Header, keys Keys, device string) error {
 	if strings.HasPrefix(device, "/") {
-		d, err := DevNo(device)
+		d, err := dm.DevNo(device)
 		if err != nil {
 			return err
 		}

@@ -1,4 +1,4 @@
-package dm
+package online
 
 import (
 	"errors"
@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cryptshift/cryptshift/dm"
 	"github.com/cryptshift/cryptshift/header"
 	"github.com/cryptshift/cryptshift/sectorcipher"
 )
@@ -29,7 +30,7 @@ type fakeDM struct {
 
 type fakeDev struct {
 	devno          string
-	live, inactive []Target
+	live, inactive []dm.Target
 	suspended      bool
 }
 
@@ -37,7 +38,7 @@ func newFakeDM(t *testing.T) *fakeDM {
 	return &fakeDM{t: t, devs: map[string]*fakeDev{}, disk: map[uint64]string{}, fail: map[string]error{}}
 }
 
-func (f *fakeDM) add(name string, live []Target) {
+func (f *fakeDM) add(name string, live []dm.Target) {
 	f.minor++
 	f.devs[name] = &fakeDev{devno: fmt.Sprintf("253:%d", f.minor), live: live}
 }
@@ -52,18 +53,18 @@ func (f *fakeDM) op(s string) error {
 	return nil
 }
 
-func flagStr(fl SuspendFlags) string {
+func flagStr(fl dm.SuspendFlags) string {
 	var p []string
-	if fl&NoFlush != 0 {
+	if fl&dm.NoFlush != 0 {
 		p = append(p, "noflush")
 	}
-	if fl&SkipLockfs != 0 {
+	if fl&dm.SkipLockfs != 0 {
 		p = append(p, "skiplockfs")
 	}
 	return strings.Join(p, ",")
 }
 
-func (f *fakeDM) create(name, uuid string, table []Target) error {
+func (f *fakeDM) create(name, uuid string, table []dm.Target) error {
 	if err := f.op("create " + name); err != nil {
 		return err
 	}
@@ -75,11 +76,11 @@ func (f *fakeDM) create(name, uuid string, table []Target) error {
 	return nil
 }
 
-func (f *fakeDM) load(name string, table []Target) error {
+func (f *fakeDM) load(name string, table []dm.Target) error {
 	if err := f.op("load " + name); err != nil {
 		return err
 	}
-	if err := CheckTable(table); err != nil {
+	if err := dm.CheckTable(table); err != nil {
 		f.t.Fatalf("holder loaded an invalid table into %s: %v", name, err)
 	}
 	d := f.devs[name]
@@ -90,7 +91,7 @@ func (f *fakeDM) load(name string, table []Target) error {
 	return nil
 }
 
-func (f *fakeDM) suspend(name string, fl SuspendFlags) error {
+func (f *fakeDM) suspend(name string, fl dm.SuspendFlags) error {
 	if err := f.op("suspend " + name + " " + flagStr(fl)); err != nil {
 		return err
 	}
@@ -98,7 +99,7 @@ func (f *fakeDM) suspend(name string, fl SuspendFlags) error {
 	return nil
 }
 
-func (f *fakeDM) resume(name string, fl SuspendFlags) error {
+func (f *fakeDM) resume(name string, fl dm.SuspendFlags) error {
 	if err := f.op("resume " + name); err != nil {
 		return err
 	}
@@ -126,7 +127,7 @@ func (f *fakeDM) openCount(name string) int {
 	d := f.devs[name]
 	n := 0
 	for _, o := range f.devs {
-		for _, tb := range [][]Target{o.live, o.inactive} {
+		for _, tb := range [][]dm.Target{o.live, o.inactive} {
 			for _, t := range tb {
 				if t.Type == "linear" && strings.HasPrefix(t.Params, d.devno+" ") {
 					n++
@@ -137,18 +138,18 @@ func (f *fakeDM) openCount(name string) int {
 	return n
 }
 
-func (f *fakeDM) info(name string) (DevInfo, error) {
+func (f *fakeDM) info(name string) (dm.DevInfo, error) {
 	d := f.devs[name]
 	if d == nil {
-		return DevInfo{Name: name}, nil
+		return dm.DevInfo{Name: name}, nil
 	}
 	var maj, min uint32
 	fmt.Sscanf(d.devno, "%d:%d", &maj, &min)
-	return DevInfo{Exists: true, Name: name, Suspended: d.suspended, OpenCount: f.openCount(name), Major: maj, Minor: min,
+	return dm.DevInfo{Exists: true, Name: name, Suspended: d.suspended, OpenCount: f.openCount(name), Major: maj, Minor: min,
 		TargetCount: len(d.live), LiveTable: d.live != nil, Inactive: d.inactive != nil}, nil
 }
 
-func (f *fakeDM) table(name string) ([]Target, error) {
+func (f *fakeDM) table(name string) ([]dm.Target, error) {
 	if d := f.devs[name]; d != nil {
 		return d.live, nil
 	}
@@ -229,7 +230,7 @@ func setup(t *testing.T, n, win uint64) (*fakeDM, *Online) {
 	old, new := testMappings(t)
 	f.name = "data"
 	f.win = win
-	f.add("data", []Target{MappingTarget(old, "8:16", 2048, 0, n*win, []string{"allow_discards"})})
+	f.add("data", []dm.Target{dm.MappingTarget(old, "8:16", 2048, 0, n*win, []string{"allow_discards"})})
 	for w := uint64(0); w < n; w++ {
 		f.disk[w*win] = "old"
 	}
@@ -373,8 +374,8 @@ func TestNewOnlineRefusesForeignTables(t *testing.T) {
 	old, new := testMappings(t)
 	other := old
 	other.Key = key(64, 7)
-	cases := map[string][]Target{
-		"wrong key":  {MappingTarget(other, "8:16", 2048, 0, 256, nil)},
+	cases := map[string][]dm.Target{
+		"wrong key":  {dm.MappingTarget(other, "8:16", 2048, 0, 256, nil)},
 		"hold route": {{Start: 0, Length: 256, Type: "linear", Params: "253:9 0"}},
 		"error":      {{Start: 0, Length: 256, Type: "error"}},
 	}
@@ -382,7 +383,7 @@ func TestNewOnlineRefusesForeignTables(t *testing.T) {
 		f := newFakeDM(t)
 		f.add("data", live)
 		if name == "hold route" {
-			f.add("cryptshift-x-hold0", []Target{{Length: 256, Type: "error"}})
+			f.add("cryptshift-x-hold0", []dm.Target{{Length: 256, Type: "error"}})
 			f.devs["data"].live[0].Params = f.devs["cryptshift-x-hold0"].devno + " 0"
 		}
 		if _, err := newOnline(f, OnlineConfig{Name: "data", Old: old, New: new}); err == nil {

@@ -1,7 +1,10 @@
-package dm
+package online
 
 import (
+	"strings"
 	"testing"
+
+	"github.com/cryptshift/cryptshift/dm"
 )
 
 // The private devices serve the data area from sector 0 with the old and
@@ -12,7 +15,7 @@ func TestKernelCryptoTablesMatchTheServedMappings(t *testing.T) {
 	for _, shift := range []int64{0, -1024, 4096} {
 		f := newFakeDM(t)
 		old, new := testMappings(t)
-		f.add("data", []Target{MappingTarget(old, "8:16", 2048, 0, 5*64, []string{"allow_discards"})})
+		f.add("data", []dm.Target{dm.MappingTarget(old, "8:16", 2048, 0, 5*64, []string{"allow_discards"})})
 		oo := int64(2048 * 512)
 		no := oo + shift*512
 		o, err := newOnline(f, OnlineConfig{Name: "data", Old: old, New: new, OldOffset: &oo, NewOffset: &no, Logf: t.Logf})
@@ -33,17 +36,17 @@ func TestKernelCryptoTablesMatchTheServedMappings(t *testing.T) {
 		// private device does at sector s.
 		for s := uint64(0); s < o.l.size; s += 64 {
 			for i, m := range []struct {
-				priv Target
-				win  []Target
+				priv dm.Target
+				win  []dm.Target
 			}{
 				{tables[0][0], o.l.windowTable(o.l.old, o.l.oldOff, span{s, s + 64})},
 				{tables[1][0], o.l.windowTable(o.l.new, o.l.newOff, span{s, s + 64})},
 			} {
-				p, err := ParseSegment(m.priv)
+				p, err := dm.ParseSegment(m.priv)
 				if err != nil {
 					t.Fatal(err)
 				}
-				w, err := ParseSegment(m.win[0])
+				w, err := dm.ParseSegment(m.win[0])
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -57,19 +60,17 @@ func TestKernelCryptoTablesMatchTheServedMappings(t *testing.T) {
 	}
 }
 
-// Private devices' resumes tell udev to leave them alone; the served
-// device's resumes (NAME, the user's) carry no flags.
-func TestResumeCookieOnlyForPrivateDevices(t *testing.T) {
+// Every private device is named with dm's private prefix, so that dm's
+// resumes tell udev to leave it alone (dm.PrivatePrefix), and the served
+// device's name is not.
+func TestPrivateDevicesCarryThePrivatePrefix(t *testing.T) {
 	h, k := holdNames("data"), cryptoNames("data")
 	for _, n := range append(h[:], k[:]...) {
-		c := resumeCookie(n)
-		if c>>udevFlagsShift&udevDisableDiskRules == 0 || c>>udevFlagsShift&udevDisableOtherRules == 0 || c&0xffff != 0 {
-			t.Errorf("%s: cookie %#x does not disable the disk and other udev rules (or names a semaphore)", n, c)
+		if !strings.HasPrefix(n, dm.PrivatePrefix) || !IsHoldDevice(n) {
+			t.Errorf("%s: not named as a private device", n)
 		}
 	}
-	for _, n := range []string{"data", "cryptdata", "luks-1234"} {
-		if c := resumeCookie(n); c != 0 {
-			t.Errorf("%s: cookie %#x on a device that is not cryptshift's", n, c)
-		}
+	if IsHoldDevice("data") {
+		t.Error("the served device is taken for a private one")
 	}
 }

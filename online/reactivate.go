@@ -1,9 +1,10 @@
-package dm
+package online
 
 import (
 	"fmt"
 	"strings"
 
+	"github.com/cryptshift/cryptshift/dm"
 	"github.com/cryptshift/cryptshift/header"
 )
 
@@ -22,7 +23,7 @@ func Reactivate(name string, h *header.Header, keys Keys, device string) error {
 
 func reactivate(ctl control, name string, h *header.Header, keys Keys, device string) error {
 	if h.State == header.StateInProgress {
-		return fmt.Errorf("dm: reactivate %s: the conversion is marked in progress; run recover first", name)
+		return fmt.Errorf("online: reactivate %s: the conversion is marked in progress; run recover first", name)
 	}
 	l, err := layoutFromHeader(h, keys, device)
 	if err != nil {
@@ -31,7 +32,7 @@ func reactivate(ctl control, name string, h *header.Header, keys Keys, device st
 	conv := convertedAt(h)
 	live, err := ctl.table(name)
 	if err != nil {
-		return fmt.Errorf("dm: reactivate %s: %w", name, err)
+		return fmt.Errorf("online: reactivate %s: %w", name, err)
 	}
 	holds := holdNames(name)
 	devnos := map[string]string{}
@@ -48,9 +49,9 @@ func reactivate(ctl control, name string, h *header.Header, keys Keys, device st
 		if t.Type != "linear" {
 			continue
 		}
-		lin, err := ParseLinear(t.Params)
+		lin, err := dm.ParseLinear(t.Params)
 		if err != nil {
-			return fmt.Errorf("dm: reactivate %s: %w", name, err)
+			return fmt.Errorf("online: reactivate %s: %w", name, err)
 		}
 		hd, ok := devnos[lin.Device]
 		if !ok {
@@ -63,22 +64,22 @@ func reactivate(ctl control, name string, h *header.Header, keys Keys, device st
 			m, base = l.new, l.newOff
 		case win.hi <= conv.lo || win.lo >= conv.hi || conv.empty():
 		default:
-			return fmt.Errorf("dm: reactivate %s: held sectors %d-%d straddle the converted part %d-%d", name, win.lo, win.hi, conv.lo, conv.hi)
+			return fmt.Errorf("online: reactivate %s: held sectors %d-%d straddle the converted part %d-%d", name, win.lo, win.hi, conv.lo, conv.hi)
 		}
 		if err := ctl.load(hd, l.windowTable(m, base, win)); err != nil {
 			return err
 		}
-		if err := ctl.resume(hd, NoFlush|SkipLockfs); err != nil {
+		if err := ctl.resume(hd, dm.NoFlush|dm.SkipLockfs); err != nil {
 			return err
 		}
 	}
 	if err := ctl.load(name, l.table(conv, span{}, "")); err != nil {
 		return err
 	}
-	if err := ctl.suspend(name, NoFlush|SkipLockfs); err != nil {
+	if err := ctl.suspend(name, dm.NoFlush|dm.SkipLockfs); err != nil {
 		return err
 	}
-	if err := ctl.resume(name, NoFlush|SkipLockfs); err != nil {
+	if err := ctl.resume(name, dm.NoFlush|dm.SkipLockfs); err != nil {
 		return err
 	}
 	for _, hd := range holds {
@@ -90,12 +91,12 @@ func reactivate(ctl control, name string, h *header.Header, keys Keys, device st
 			continue
 		}
 		if inf.Suspended {
-			if err := ctl.resume(hd, NoFlush|SkipLockfs); err != nil {
+			if err := ctl.resume(hd, dm.NoFlush|dm.SkipLockfs); err != nil {
 				return err
 			}
 		}
 		if err := ctl.remove(hd); err != nil {
-			return fmt.Errorf("dm: reactivate %s: remove %s: %w", name, hd, err)
+			return fmt.Errorf("online: reactivate %s: remove %s: %w", name, hd, err)
 		}
 	}
 	// A run with kernel crypto also leaves its private devices; they serve
@@ -107,7 +108,7 @@ func reactivate(ctl control, name string, h *header.Header, keys Keys, device st
 		}
 		if inf.Exists && inf.OpenCount == 0 {
 			if err := ctl.remove(cd); err != nil {
-				return fmt.Errorf("dm: reactivate %s: remove %s: %w", name, cd, err)
+				return fmt.Errorf("online: reactivate %s: remove %s: %w", name, cd, err)
 			}
 		}
 	}
@@ -124,13 +125,13 @@ func IsHoldDevice(name string) bool {
 // dead converting process may have left the only copy of a key in them
 // (the old key, while the last window was held); reading a table does no
 // I/O, so this works on a suspended device.
-func HoldTables(name string) [][]Target {
-	var out [][]Target
+func HoldTables(name string) [][]dm.Target {
+	var out [][]dm.Target
 	for _, hd := range holdNames(name) {
-		if inf, err := Info(hd); err != nil || !inf.Exists {
+		if inf, err := dm.Info(hd); err != nil || !inf.Exists {
 			continue
 		}
-		if ts, err := Table(hd); err == nil {
+		if ts, err := dm.Table(hd); err == nil {
 			out = append(out, ts)
 		}
 	}

@@ -1,10 +1,11 @@
-package dm
+package online
 
 import (
 	"encoding/hex"
 	"errors"
 	"fmt"
 
+	"github.com/cryptshift/cryptshift/dm"
 	"github.com/cryptshift/cryptshift/header"
 	"github.com/cryptshift/cryptshift/sectorcipher"
 )
@@ -31,7 +32,7 @@ func (s span) empty() bool { return s.lo >= s.hi }
 // table builds the table of the served device: conv with the new mapping,
 // win (if not empty) as dm-linear onto holdDev, the rest with the old one.
 // conv must be a prefix or a suffix of the data area and win adjacent to it.
-func (l *layout) table(conv, win span, holdDev string) []Target {
+func (l *layout) table(conv, win span, holdDev string) []dm.Target {
 	type part struct {
 		s    span
 		kind int // 0 old, 1 new, 2 hold
@@ -64,32 +65,32 @@ func (l *layout) table(conv, win span, holdDev string) []Target {
 			pos = end
 		}
 	}
-	out := make([]Target, 0, len(parts))
+	out := make([]dm.Target, 0, len(parts))
 	for _, p := range parts {
 		n := p.s.hi - p.s.lo
 		switch p.kind {
 		case 0:
-			out = append(out, MappingTarget(l.old, l.dev, l.oldOff, p.s.lo, n, l.extra))
+			out = append(out, dm.MappingTarget(l.old, l.dev, l.oldOff, p.s.lo, n, l.extra))
 		case 1:
-			out = append(out, MappingTarget(l.new, l.dev, l.newOff, p.s.lo, n, l.extra))
+			out = append(out, dm.MappingTarget(l.new, l.dev, l.newOff, p.s.lo, n, l.extra))
 		default:
-			out = append(out, Target{Start: p.s.lo, Length: n, Type: "linear", Params: Linear{Device: holdDev, Offset: 0}.Params()})
+			out = append(out, dm.Target{Start: p.s.lo, Length: n, Type: "linear", Params: dm.Linear{Device: holdDev, Offset: 0}.Params()})
 		}
 	}
 	return out
 }
 
 // windowTable is the table of a hold device serving win with m from base.
-func (l *layout) windowTable(m sectorcipher.Mapping, base uint64, win span) []Target {
-	t := MappingTarget(m, l.dev, base, win.lo, win.hi-win.lo, l.extra)
+func (l *layout) windowTable(m sectorcipher.Mapping, base uint64, win span) []dm.Target {
+	t := dm.MappingTarget(m, l.dev, base, win.lo, win.hi-win.lo, l.extra)
 	t.Start = 0
-	return []Target{t}
+	return []dm.Target{t}
 }
 
 // classify tells whether target t serves its range with the old (0) or the
 // new (1) mapping of l, exactly as a table built by l would; -1 otherwise.
-func (l *layout) classify(t Target) (int, error) {
-	seg, err := ParseSegment(t)
+func (l *layout) classify(t dm.Target) (int, error) {
+	seg, err := dm.ParseSegment(t)
 	if err != nil {
 		return -1, err
 	}
@@ -113,9 +114,9 @@ func (l *layout) classify(t Target) (int, error) {
 // target must be one l would build (old or new at the right place), and the
 // new part a prefix or suffix: otherwise the table and the conversion
 // disagree, and going on would serve or write data under the wrong key.
-func (l *layout) converted(ts []Target) (span, error) {
-	if Size(ts) != l.size {
-		return span{}, fmt.Errorf("dm: the device has %d sectors but the data area has %d", Size(ts), l.size)
+func (l *layout) converted(ts []dm.Target) (span, error) {
+	if dm.Size(ts) != l.size {
+		return span{}, fmt.Errorf("online: the device has %d sectors but the data area has %d", dm.Size(ts), l.size)
 	}
 	var conv span
 	first := true
@@ -126,10 +127,10 @@ func (l *layout) converted(ts []Target) (span, error) {
 		}
 		switch k {
 		case -1:
-			return span{}, fmt.Errorf("dm: target at sector %d (%s) serves neither the old nor the new mapping of this conversion", t.Start, t.Type)
+			return span{}, fmt.Errorf("online: target at sector %d (%s) serves neither the old nor the new mapping of this conversion", t.Start, t.Type)
 		case 1:
 			if !first && conv.hi != t.Start {
-				return span{}, errors.New("dm: the device serves the new mapping in more than one range")
+				return span{}, errors.New("online: the device serves the new mapping in more than one range")
 			}
 			if first {
 				conv = span{t.Start, t.Start + t.Length}
@@ -140,7 +141,7 @@ func (l *layout) converted(ts []Target) (span, error) {
 		}
 	}
 	if !conv.empty() && conv.lo != 0 && conv.hi != l.size {
-		return span{}, errors.New("dm: the device serves the new mapping in the middle of the data area")
+		return span{}, errors.New("online: the device serves the new mapping in the middle of the data area")
 	}
 	return conv, nil
 }
@@ -155,20 +156,20 @@ func convertedAt(h *header.Header) span {
 func mappingFromHeader(which string, m header.Mapping, key []byte, kcv [32]byte, uuid [16]byte) (sectorcipher.Mapping, error) {
 	mm, err := m.WithKey(key)
 	if err != nil {
-		return sectorcipher.Mapping{}, fmt.Errorf("dm: %s: %w", which, err)
+		return sectorcipher.Mapping{}, fmt.Errorf("online: %s: %w", which, err)
 	}
 	if header.KCV(key, uuid) != kcv {
-		return sectorcipher.Mapping{}, fmt.Errorf("dm: the %s key is not the one this conversion was started with", which)
+		return sectorcipher.Mapping{}, fmt.Errorf("online: the %s key is not the one this conversion was started with", which)
 	}
 	if err := mm.Validate(); err != nil {
-		return sectorcipher.Mapping{}, fmt.Errorf("dm: recorded %s mapping: %w", which, err)
+		return sectorcipher.Mapping{}, fmt.Errorf("online: recorded %s mapping: %w", which, err)
 	}
 	return mm, nil
 }
 
 func layoutFromHeader(h *header.Header, keys Keys, device string) (*layout, error) {
 	if h.DataSize%512 != 0 || h.OldOffset%512 != 0 || h.NewOffset%512 != 0 || h.Window%512 != 0 {
-		return nil, errors.New("dm: recorded layout is not in whole sectors")
+		return nil, errors.New("online: recorded layout is not in whole sectors")
 	}
 	om, err := mappingFromHeader("old", h.Old, keys.Old, h.OldKCV, h.UUID)
 	if err != nil {
@@ -187,9 +188,9 @@ func layoutFromHeader(h *header.Header, keys Keys, device string) (*layout, erro
 // the rest. h must come from recovery (authenticated, no window in flight),
 // and the keys must match the recorded key check values. device is the
 // backing device as a table names it ("major:minor" or a path).
-func Composite(h *header.Header, keys Keys, device string) ([]Target, error) {
+func Composite(h *header.Header, keys Keys, device string) ([]dm.Target, error) {
 	if h.State == header.StateInProgress {
-		return nil, errors.New("dm: the conversion is marked in progress: a window may be in flight; run recover first")
+		return nil, errors.New("online: the conversion is marked in progress: a window may be in flight; run recover first")
 	}
 	l, err := layoutFromHeader(h, keys, device)
 	if err != nil {
