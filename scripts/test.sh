@@ -26,6 +26,17 @@ fi
 step "go vet"
 go vet ./...
 
+step "manual pages and completions are current (regenerate: go run ./cmd/cryptshift gen-docs dist)"
+gen=$(mktemp -d)
+go run ./cmd/cryptshift gen-docs "$gen"
+for sub in man completions; do
+	if ! diff -ru "dist/$sub" "$gen/$sub"; then
+		echo "dist/$sub is stale: run go run ./cmd/cryptshift gen-docs dist and commit the result" >&2
+		exit 1
+	fi
+done
+rm -rf "$gen"
+
 step "unit tests"
 go test -count=1 $(go list ./... | grep -v /tests/)
 

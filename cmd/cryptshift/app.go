@@ -73,6 +73,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			statusCommand(),
 			demoCommand(stderr),
 			benchCommand(stderr), benchChildCommand(),
+			genDocsCommand(),
 		},
 	}
 	for _, cmd := range app.Commands {
