@@ -37,6 +37,9 @@ for sub in man completions; do
 done
 rm -rf "$gen"
 
+step "Debian package: lintian, install into a throw-away root, run it"
+bash scripts/test-deb.sh
+
 step "unit tests"
 go test -count=1 $(go list ./... | grep -v /tests/)
 

@@ -1,11 +1,12 @@
 #!/bin/sh
 # Installs what the real-kernel tests in tests/vm need on a Debian machine:
 # qemu (software emulation is enough), a Debian kernel with its modules, a static
-# busybox for the initramfs, and the interop tools copied into the guest.
+# busybox for the initramfs, the interop tools copied into the guest, and
+# lintian for the package check in scripts/test.sh.
 # Idempotent: it only calls apt-get when something is missing.
 set -eu
 
-packages="qemu-system-x86 linux-image-amd64 busybox-static cryptsetup-bin dmsetup e2fsprogs kmod cpio util-linux"
+packages="qemu-system-x86 linux-image-amd64 busybox-static cryptsetup-bin dmsetup e2fsprogs kmod cpio util-linux lintian"
 
 missing=""
 for p in $packages; do
