@@ -38,7 +38,7 @@ func convertCommand(stderr io.Writer) *cli.Command {
 		Description: "Rewrites the data on DEVICE from the old mapping to the new one. Ctrl-C (SIGINT) or\n" +
 			"SIGTERM pauses after the current window; run the same command again to resume.\n" +
 			"Key files hold raw key bytes, as `cryptsetup open --type plain --key-file` reads them.",
-		Flags: append(convertFlags(), onlineFlags()...),
+		Flags: append(append(convertFlags(), onlineFlags()...), metricsFileFlag()),
 		Action: func(c *cli.Context) error {
 			return convertAction(c, stderr)
 		},
@@ -109,6 +109,7 @@ func convertAction(c *cli.Context, stderr io.Writer) error {
 	in := watchSignals(c.Context, stderr)
 	defer in.stop()
 	m := newMeter(stderr, mode, dev, interval)
+	defer watchMetrics(c.String("metrics-file"), dev, m, holder, stderr)()
 	opts := engine.Options{Progress: m.Update}
 	if holder != nil {
 		opts.Holder = holder

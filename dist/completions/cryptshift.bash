@@ -12,11 +12,11 @@ _cryptshift() {
 	'') COMPREPLY=($(compgen -W 'convert recover verify status demo bench --help -h --version -v' -- "$cur")); return ;;
 	convert)
 		case $prev in
-		--old-key-file|--new-key-file|--metadata) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+		--old-key-file|--new-key-file|--metadata|--metrics-file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
 		--old-cipher|--old-sector-size|--old-iv-offset|--new-cipher|--new-sector-size|--new-iv-offset|--data-offset|--data-size|--metadata-size|--resilience|--window|--shift|--progress|--progress-interval|--online|--crypto|--new-like) COMPREPLY=(); return ;;
 		esac
 		case $cur in
-		-*) COMPREPLY=($(compgen -W '--old-cipher --old-sector-size --old-iv-offset --old-iv-large-sectors --new-cipher --new-sector-size --new-iv-offset --new-iv-large-sectors --old-key-file --new-key-file --data-offset --data-size --metadata --metadata-size --resilience --window --shift --force --progress --progress-interval --online --crypto --new-like --help -h' -- "$cur")) ;;
+		-*) COMPREPLY=($(compgen -W '--old-cipher --old-sector-size --old-iv-offset --old-iv-large-sectors --new-cipher --new-sector-size --new-iv-offset --new-iv-large-sectors --old-key-file --new-key-file --data-offset --data-size --metadata --metadata-size --resilience --window --shift --force --progress --progress-interval --online --crypto --new-like --metrics-file --help -h' -- "$cur")) ;;
 		*) COMPREPLY=($(compgen -f -- "$cur")) ;;
 		esac
 		;;
