@@ -1,7 +1,9 @@
 package docgen
 
 import (
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -154,5 +156,40 @@ func TestZshAndFishQuoting(t *testing.T) {
 	if f := string(files["completions/tool.fish"]); !strings.Contains(f, `-l key-file -r -F -d 'PATH of the key'`) ||
 		!strings.Contains(f, `-l force -d 'do it [really]: \'now\''`) {
 		t.Errorf("fish completions:\n%s", f)
+	}
+}
+
+// The zsh and fish scripts parse, and fish completes from them (zsh's
+// completion system needs a terminal to drive; its syntax check is what
+// runs here). scripts/test.sh installs both shells (tests/vm/install-deps.sh).
+func TestZshAndFishScripts(t *testing.T) {
+	files := Files(testApp(), testDoc())
+	dir := t.TempDir()
+	write := func(name string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, files["completions/"+name], 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	zsh, fish := write("_tool"), write("tool.fish")
+	if _, err := exec.LookPath("zsh"); err != nil {
+		t.Skip("zsh not installed")
+	}
+	if out, err := exec.Command("zsh", "-n", zsh).CombinedOutput(); err != nil {
+		t.Errorf("zsh -n: %v\n%s", err, out)
+	}
+	if _, err := exec.LookPath("fish"); err != nil {
+		t.Skip("fish not installed")
+	}
+	for words, want := range map[string]string{
+		"tool con":            "convert\tconvert it",
+		"tool convert --k":    "--key-file\tPATH of the key",
+		"tool convert --forc": "--force\tdo it [really]: 'now'",
+	} {
+		out, err := exec.Command("fish", "--no-config", "-c", "source "+fish+"; complete -C '"+words+"'").CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != want {
+			t.Errorf("fish completes %q to %q (%v), want %q", words, out, err, want)
+		}
 	}
 }

@@ -2,11 +2,11 @@
 # Installs what the real-kernel tests in tests/vm need on a Debian machine:
 # qemu (software emulation is enough), a Debian kernel with its modules, a static
 # busybox for the initramfs, the interop tools copied into the guest, and
-# lintian for the package check in scripts/test.sh.
+# lintian, zsh and fish for the package and completion checks.
 # Idempotent: it only calls apt-get when something is missing.
 set -eu
 
-packages="qemu-system-x86 linux-image-amd64 busybox-static cryptsetup-bin dmsetup e2fsprogs kmod cpio util-linux lintian"
+packages="qemu-system-x86 linux-image-amd64 busybox-static cryptsetup-bin dmsetup e2fsprogs kmod cpio util-linux lintian zsh fish"
 
 missing=""
 for p in $packages; do
