@@ -39,6 +39,20 @@ fi
 grep -aq CRYPTSHIFT_TEST_KILL_AFTER "$hookdir/testhooks" || { echo "the hook check finds no hook in the testhooks build either" >&2; exit 1; }
 rm -rf "$hookdir"
 
+step "manual pages and completions are current (regenerate: go run ./cmd/cryptshift gen-docs dist)"
+gen=$(mktemp -d)
+go run ./cmd/cryptshift gen-docs "$gen"
+for sub in man completions; do
+	if ! diff -ru "dist/$sub" "$gen/$sub"; then
+		echo "dist/$sub is stale: run go run ./cmd/cryptshift gen-docs dist and commit the result" >&2
+		exit 1
+	fi
+done
+rm -rf "$gen"
+
+step "Debian package: lintian, install into a throw-away root, run it"
+bash scripts/test-deb.sh
+
 step "unit tests"
 go test -count=1 $(go list ./... | grep -v /tests/)
 

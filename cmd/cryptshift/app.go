@@ -53,7 +53,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			"paused with Ctrl-C, resumed by running the same command again, and recovered after a crash.",
 		Writer:                stdout,
 		ErrWriter:             stderr,
-		HideVersion:           true,
+		Version:               versionString(),
 		CustomAppHelpTemplate: cli.AppHelpTemplate + "\n" + errclass.Help(),
 		// Exit codes are cryptshift's own (see exitcodes.go): the library
 		// must neither exit nor print usage errors itself.
@@ -73,6 +73,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			statusCommand(),
 			demoCommand(stderr),
 			benchCommand(stderr), benchChildCommand(),
+			genDocsCommand(),
 		},
 	}
 	for _, cmd := range app.Commands {

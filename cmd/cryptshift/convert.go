@@ -25,7 +25,7 @@ func convertCommand(stderr io.Writer) *cli.Command {
 		Description: "Rewrites the data on DEVICE from the old mapping to the new one. Ctrl-C (SIGINT) or\n" +
 			"SIGTERM pauses after the current window; run the same command again to resume.\n" +
 			"Key files hold raw key bytes, as `cryptsetup open --type plain --key-file` reads them.",
-		Flags: append(convertFlags(), onlineFlags()...),
+		Flags: append(append(convertFlags(), onlineFlags()...), metricsFileFlag()),
 		Action: func(c *cli.Context) error {
 			return convertAction(c, stderr)
 		},
@@ -59,6 +59,8 @@ func convertAction(c *cli.Context, stderr io.Writer) error {
 	in := watchSignals(c.Context, stderr)
 	defer in.stop()
 	m := newMeter(stderr, mode, dev, interval)
+	stopMetrics, stalls := watchMetrics(c.String("metrics-file"), dev, m, stderr)
+	defer stopMetrics()
 	engineHooks, onlineHooks := testHooks(in)
 	opts := engine.Options{Progress: m.Update, Hooks: engineHooks}
 	createMeta := metaCreateSize(c, cfg)
@@ -66,7 +68,7 @@ func convertAction(c *cli.Context, stderr io.Writer) error {
 		return convertOffline(in.ctx, c, dev, createMeta, cfg, opts, m)
 	}
 	req := onlineRequest(c, stderr, name, dev, createMeta)
-	req.KernelCrypto, req.Hooks = kernelCrypto, onlineHooks
+	req.KernelCrypto, req.Hooks = kernelCrypto, stalls.chain(onlineHooks)
 	return convertOnline(in.ctx, c, req, cfg, opts, m)
 }
 

@@ -14,7 +14,8 @@ const maxKeyFile = 512
 
 // readKeyFile reads a raw key file, the way `cryptsetup open --type plain
 // --key-file` uses it: every byte is key, no hashing, no newline stripping.
-// An empty path means no key (a plaintext side).
+// An empty path means no key (a plaintext side). Under systemd, a relative
+// path names one of the unit's credentials (credentials.go).
 func readKeyFile(flag, path string) ([]byte, error) {
 	if path == "" {
 		return nil, nil
@@ -23,6 +24,10 @@ func readKeyFile(flag, path string) ([]byte, error) {
 		// A key typed or piped on stdin cannot be given again on resume or
 		// recovery, which every interrupted conversion needs.
 		return nil, usageErr("--%s: reading the key from standard input is not supported; give a file", flag)
+	}
+	path, err := keyFilePath(flag, path)
+	if err != nil {
+		return nil, err
 	}
 	f, err := os.Open(path)
 	if err != nil {

@@ -69,6 +69,10 @@ type meter struct {
 	// process was not started by a service manager that listens.
 	notify     func(state string)
 	lastNotify time.Time
+
+	// observe, when set, gets every report and the final state
+	// (--metrics-file, metrics.go).
+	observe func(state string, p engine.Progress, t time.Time)
 }
 
 // notifyInterval bounds how often STATUS= is sent: `systemctl status`
@@ -106,6 +110,9 @@ func (m *meter) Update(p engine.Progress) {
 	}
 	m.last = p
 	final := p.Done == p.Total
+	if m.observe != nil {
+		m.observe("converting", p, t)
+	}
 	if m.notify != nil {
 		st := "STATUS=" + m.device + ": " + m.line(t)
 		if first {
@@ -239,6 +246,9 @@ func (m *meter) finished() {
 	t := m.now()
 	m.endLine()
 	msg := m.summary(t)
+	if m.observe != nil {
+		m.observe("complete", m.last, t)
+	}
 	m.sdNotify(t, "STOPPING=1\nSTATUS="+m.device+": "+msg, true)
 	if m.mode == progressJSON {
 		m.emitJSON(t, "complete", msg)
@@ -263,6 +273,9 @@ func (m *meter) paused(done, total uint64) {
 	t := m.now()
 	m.endLine()
 	msg := fmt.Sprintf("Paused at %d of %d windows; run the same command again to resume.", done, total)
+	if m.observe != nil {
+		m.observe("paused", m.last, t)
+	}
 	m.sdNotify(t, "STOPPING=1\nSTATUS="+m.device+": "+msg, true)
 	if m.mode == progressJSON && m.started {
 		m.emitJSON(t, "paused", msg)

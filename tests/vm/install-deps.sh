@@ -1,12 +1,13 @@
 #!/bin/sh
 # Installs what the real-kernel tests in tests/vm need on a Debian machine:
 # qemu (software emulation is enough), a Debian kernel with its modules, a static
-# busybox for the initramfs, and the interop tools copied into the guest (and xz,
-# which the luks tests use to unpack the shared LUKS images).
+# busybox for the initramfs, the interop tools copied into the guest, xz
+# (the luks tests unpack the shared LUKS images), and lintian, zsh and fish
+# for the package and completion checks.
 # Idempotent: it only calls apt-get when something is missing.
 set -eu
 
-packages="qemu-system-x86 linux-image-amd64 busybox-static cryptsetup-bin dmsetup e2fsprogs kmod cpio util-linux xz-utils"
+packages="qemu-system-x86 linux-image-amd64 busybox-static cryptsetup-bin dmsetup e2fsprogs kmod cpio util-linux xz-utils lintian zsh fish"
 
 missing=""
 for p in $packages; do
