@@ -286,8 +286,8 @@ func kdfJSON(k KDF) (kdfObj, error) {
 		o := &jsonPBKDF2{Type: k.Type, Hash: k.Hash, Iterations: k.Iterations}
 		return kdfObj{o, func(s []byte) { o.Salt = base64.StdEncoding.EncodeToString(s) }}, nil
 	case "argon2i", "argon2id":
-		if k.Time < 4 || k.Time > 1<<32-1 || k.Memory < 32 || k.Memory > maxArgon2Memory || k.CPUs < 1 || k.CPUs > 16 {
-			return kdfObj{}, fmt.Errorf("%w: %s costs time %d, memory %d KiB, cpus %d outside cryptsetup's range (time >= 4, 32 KiB to 4 GiB, 1 to 16 cpus)", errclass.Usage, k.Type, k.Time, k.Memory, k.CPUs)
+		if k.Time < 4 || k.Time > 1<<32-1 || k.Memory < 32 || k.Memory > maxArgon2Memory || k.CPUs < 1 || k.CPUs > 255 {
+			return kdfObj{}, fmt.Errorf("%w: %s costs time %d, memory %d KiB, cpus %d outside the range (time >= 4, 32 KiB to 4 GiB as cryptsetup; 1 to 255 cpus)", errclass.Usage, k.Type, k.Time, k.Memory, k.CPUs)
 		}
 		o := &jsonArgon2{Type: k.Type, Time: k.Time, Memory: k.Memory, CPUs: k.CPUs}
 		return kdfObj{o, func(s []byte) { o.Salt = base64.StdEncoding.EncodeToString(s) }}, nil
