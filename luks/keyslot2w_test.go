@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/cryptshift/cryptshift/errclass"
@@ -274,5 +275,56 @@ func TestLUKS2Placement(t *testing.T) {
 		if got != want {
 			t.Errorf("%d-bit key: first fit at %d, cryptsetup at %d", keyBits, got, want)
 		}
+	}
+}
+
+// TestLUKS2AddKeyslotsGivenKDF fills a header to eight keyslots through
+// the writer, each with a KDF given explicitly (PBKDF2 with several
+// hashes, Argon2i and Argon2id with several costs), and cryptsetup opens
+// every one and dumps the volume key from it.
+func TestLUKS2AddKeyslotsGivenKDF(t *testing.T) {
+	im := format(t, 5<<20, "given kdf", join(luks2Small, pbkdf2Cheap)...)
+	vk := unlockKey(t, im.path, readPass(t, im.pass))
+	base := readLUKS2File(t, im.path).Meta.Keyslots[0].Spec()
+	kdfs := []KDF{
+		{Type: "pbkdf2", Hash: "sha256", Iterations: 1000},
+		{Type: "pbkdf2", Hash: "sha512", Iterations: 1500},
+		{Type: "pbkdf2", Hash: "sha1", Iterations: 1000},
+		{Type: "argon2i", Time: 4, Memory: 32, CPUs: 1},
+		{Type: "argon2id", Time: 4, Memory: 32, CPUs: 2},
+		{Type: "argon2id", Time: 5, Memory: 64, CPUs: 1},
+		{Type: "argon2i", Time: 4, Memory: 48, CPUs: 2},
+	}
+	for i, k := range kdfs {
+		spec := base
+		spec.KDF = k
+		if i == 6 {
+			p := int64(2)
+			spec.Priority = &p
+		}
+		pass := []byte("given " + strconv.Itoa(i))
+		mat := addAndCommit(t, im.path, AnySlot, vk, pass, spec, func(*Draft2) int { return 0 })
+		mat.Wipe()
+		if mat.Slot != i+1 {
+			t.Fatalf("keyslot %d, want %d", mat.Slot, i+1)
+		}
+		pf := writeFile(t, filepath.Join(filepath.Dir(im.path), "given"+strconv.Itoa(i)), pass)
+		s := strconv.Itoa(mat.Slot)
+		runCS(t, "open", "--test-passphrase", "--key-slot", s, "--key-file", pf, im.path)
+		if got := csKey(t, im.path, pf, "--key-slot", s); !bytes.Equal(got, vk) {
+			t.Errorf("keyslot %s: cryptsetup dumps another key", s)
+		}
+		got := readLUKS2File(t, im.path).Meta.Keyslots[mat.Slot]
+		got.KDF.Salt = nil
+		if !reflect.DeepEqual(got.KDF, k) {
+			t.Errorf("keyslot %s KDF %+v, want %+v", s, got.KDF, k)
+		}
+	}
+	f := runCS(t, "luksDump", im.path)
+	if !strings.Contains(f, "preferred") {
+		t.Error("luksDump does not show keyslot 7 as preferred")
+	}
+	if _, err := readLUKS2File(t, im.path).Draft(); err != nil {
+		t.Fatal(err)
 	}
 }

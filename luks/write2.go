@@ -54,22 +54,6 @@ func (d *Draft2) Metadata() (*Metadata, error) {
 	return parseMetadata(area, d.HdrSize)
 }
 
-// edit applies one change to the JSON text and keeps it only if the
-// result is still a header the reader (and so cryptsetup) accepts.
-func (d *Draft2) edit(path []string, val json.RawMessage) error {
-	js, err := editJSON(d.JSON, path, val)
-	if err != nil {
-		return fmt.Errorf("%w: LUKS2 metadata edit %v: %w", errclass.Header, path, err)
-	}
-	old := d.JSON
-	d.JSON = js
-	if _, err := d.Metadata(); err != nil {
-		d.JSON = old
-		return err
-	}
-	return nil
-}
-
 // EncodeLUKS2 builds the two copies of a header at seqid: each is HdrSize
 // bytes, a 4096-byte binary header and the JSON area (the text, then NULs),
 // the checksum over the binary header with its checksum field zeroed and
