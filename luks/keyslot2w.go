@@ -6,13 +6,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"hash"
-	"sort"
 	"strconv"
 
 	"golang.org/x/crypto/pbkdf2"
 
-	"github.com/cryptshift/cryptshift/blockdev"
 	"github.com/cryptshift/cryptshift/errclass"
 	"github.com/cryptshift/cryptshift/sectorcipher"
 )
@@ -35,21 +32,6 @@ func (k *Keyslot2) Spec() KeyslotSpec {
 	kdf.Salt = nil
 	return KeyslotSpec{KDF: kdf, Encryption: k.Area.Encryption, CipherKeySize: k.Area.KeySize, AFHash: k.AF.Hash, Priority: k.Priority}
 }
-
-// KeyslotMaterial is the encrypted key material of a keyslot added to a
-// draft. It must be written (WriteKeyslotMaterial) and durable before the
-// draft is committed, since the committed header points at it.
-type KeyslotMaterial struct {
-	Slot   int
-	Offset int64
-	data   *Key
-}
-
-// Bytes is the material, a whole number of 512-byte sectors.
-func (m *KeyslotMaterial) Bytes() []byte { return m.data.Bytes() }
-
-// Wipe releases the material's memory.
-func (m *KeyslotMaterial) Wipe() { m.data.Wipe() }
 
 // change is one edit of the JSON text: set path to val, or delete it.
 type change struct {
@@ -266,66 +248,6 @@ func checkDigest(dg *Digest, key []byte) error {
 	return nil
 }
 
-// kdfObj is a KDF's JSON object with a place for its salt.
-type kdfObj struct {
-	v       any
-	setSalt func([]byte)
-}
-
-// kdfJSON checks a KDF's costs against what cryptsetup accepts and builds
-// its JSON object.
-func kdfJSON(k KDF) (kdfObj, error) {
-	switch k.Type {
-	case "pbkdf2":
-		if _, err := hashFunc(k.Hash, "keyslot PBKDF2"); err != nil {
-			return kdfObj{}, err
-		}
-		if k.Iterations < 1000 || k.Iterations > 1<<32-1 {
-			return kdfObj{}, fmt.Errorf("%w: PBKDF2 iterations %d outside cryptsetup's range (1000 to 2^32-1)", errclass.Usage, k.Iterations)
-		}
-		o := &jsonPBKDF2{Type: k.Type, Hash: k.Hash, Iterations: k.Iterations}
-		return kdfObj{o, func(s []byte) { o.Salt = base64.StdEncoding.EncodeToString(s) }}, nil
-	case "argon2i", "argon2id":
-		if k.Time < 4 || k.Time > 1<<32-1 || k.Memory < 32 || k.Memory > maxArgon2Memory || k.CPUs < 1 || k.CPUs > 255 {
-			return kdfObj{}, fmt.Errorf("%w: %s costs time %d, memory %d KiB, cpus %d outside the range (time >= 4, 32 KiB to 4 GiB as cryptsetup; 1 to 255 cpus)", errclass.Usage, k.Type, k.Time, k.Memory, k.CPUs)
-		}
-		o := &jsonArgon2{Type: k.Type, Time: k.Time, Memory: k.Memory, CPUs: k.CPUs}
-		return kdfObj{o, func(s []byte) { o.Salt = base64.StdEncoding.EncodeToString(s) }}, nil
-	}
-	return kdfObj{}, fmt.Errorf("%w: KDF %q (supported: pbkdf2, argon2i, argon2id)", errclass.Usage, k.Type)
-}
-
-// sealMaterial derives the keyslot key from pass, AF-splits key into
-// 4000 stripes and encrypts them with the keyslot cipher in 512-byte
-// sectors from IV 0: what openMaterial undoes.
-func sealMaterial(key, pass []byte, k KDF, spec sectorcipher.Spec, kdfLen int, afh func() hash.Hash, where string) (*Key, error) {
-	if kdfLen < 1 || kdfLen > maxKeyBytes {
-		return nil, fmt.Errorf("%w: %s: keyslot cipher key of %d bytes", errclass.Usage, where, kdfLen)
-	}
-	dk, err := newKey(kdfLen)
-	if err != nil {
-		return nil, fmt.Errorf("luks: allocate key memory: %w", err)
-	}
-	defer dk.Wipe()
-	if err := derive(k, pass, dk.Bytes(), where); err != nil {
-		return nil, err
-	}
-	c, err := sectorcipher.New(sectorcipher.Mapping{Spec: spec, Key: dk.Bytes(), SectorSize: sectorSize})
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", errclass.Usage, where, err)
-	}
-	mat, err := newKey(int(afSectors(uint64(len(key))) * sectorSize))
-	if err != nil {
-		return nil, fmt.Errorf("luks: allocate key memory: %w", err)
-	}
-	if err := afSplit(key, mat.Bytes(), stripes, afh); err != nil {
-		mat.Wipe()
-		return nil, err
-	}
-	c.Encrypt(mat.Bytes(), 0)
-	return mat, nil
-}
-
 // idsJSON is a JSON array of ids as strings, in the given order.
 func idsJSON(ids []int) (json.RawMessage, error) {
 	s := make([]string, len(ids))
@@ -333,42 +255,6 @@ func idsJSON(ids []int) (json.RawMessage, error) {
 		s[i] = strconv.Itoa(id)
 	}
 	return marshalPlain(s)
-}
-
-// firstFit places an area of size bytes as cryptsetup does: the lowest
-// offset from the end of the two metadata copies at which it overlaps no
-// keyslot's area (of any type) and ends within the keyslots area.
-func firstFit(m *Metadata, hdrSize, size uint64) (uint64, error) {
-	type span struct{ lo, hi uint64 }
-	var used []span
-	for _, k := range m.Keyslots {
-		used = append(used, span{k.Area.Offset, k.Area.Offset + k.Area.Size})
-	}
-	sort.Slice(used, func(i, j int) bool { return used[i].lo < used[j].lo })
-	pos, end := 2*hdrSize, 2*hdrSize+m.Config.KeyslotsSize
-	for _, u := range used {
-		if u.lo >= pos+size {
-			break
-		}
-		pos = max(pos, u.hi)
-	}
-	if pos+size > end {
-		return 0, fmt.Errorf("%w: no room for a keyslot of %d bytes in the LUKS2 keyslots area (%d bytes)", errclass.Device, size, m.Config.KeyslotsSize)
-	}
-	return pos, nil
-}
-
-// WriteKeyslotMaterial writes a new keyslot's material into its area and
-// flushes (flush point luks-keyslot-material), so that it is durable before
-// any header that points at it.
-func WriteKeyslotMaterial(dev blockdev.Device, m *KeyslotMaterial) error {
-	if _, err := dev.WriteAt(m.Bytes(), m.Offset); err != nil {
-		return errclass.IOf(fmt.Sprintf("luks: write keyslot %d material", m.Slot), err)
-	}
-	if err := dev.Flush(); err != nil {
-		return errclass.IOf(fmt.Sprintf("luks: flush keyslot %d material", m.Slot), err)
-	}
-	return nil
 }
 
 // RemoveKeyslot takes a luks2 keyslot out of the draft: out of its digest
@@ -428,28 +314,4 @@ func without(list []int, x int) []int {
 		}
 	}
 	return out
-}
-
-// WipeKeyslotArea overwrites a keyslot area with random bytes from
-// crypto/rand and flushes (flush point luks-keyslot-wipe). Random, not
-// zeros: a drive that compresses or deduplicates must really write
-// incompressible data, and the area then looks like any keyslot's
-// material. Call it only after the commit that dropped the keyslot is
-// durable; before, the old header still needs the material.
-func WipeKeyslotArea(dev blockdev.Device, a Area) error {
-	const chunk = 1 << 20
-	buf := make([]byte, min(a.Size, chunk))
-	for off := uint64(0); off < a.Size; off += uint64(len(buf)) {
-		n := min(uint64(len(buf)), a.Size-off)
-		if _, err := rand.Read(buf[:n]); err != nil {
-			return fmt.Errorf("luks: random bytes for a keyslot wipe: %w", err)
-		}
-		if _, err := dev.WriteAt(buf[:n], int64(a.Offset+off)); err != nil {
-			return errclass.IOf(fmt.Sprintf("luks: wipe keyslot area at %d", a.Offset+off), err)
-		}
-	}
-	if err := dev.Flush(); err != nil {
-		return errclass.IOf("luks: flush keyslot wipe", err)
-	}
-	return nil
 }
