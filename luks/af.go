@@ -1,7 +1,9 @@
 package luks
 
 import (
+	"crypto/rand"
 	"encoding/binary"
+	"fmt"
 	"hash"
 )
 
@@ -46,4 +48,33 @@ func diffuse(buf []byte, h hash.Hash, digest []byte) {
 		digest = h.Sum(digest[:0])
 		copy(buf[off:end], digest)
 	}
+}
+
+// afSplit is the inverse of afMerge: it fills material (at least
+// len(key)*nStripes bytes) with nStripes-1 random stripes, each XORed into
+// a running buffer that is then diffused, and a last stripe that is the
+// buffer XOR the key. The stripes come from crypto/rand; the working buffer
+// is wiped.
+func afSplit(key, material []byte, nStripes int, newHash func() hash.Hash) error {
+	keyLen := len(key)
+	if _, err := rand.Read(material[:keyLen*(nStripes-1)]); err != nil {
+		return fmt.Errorf("luks: random AF stripes: %w", err)
+	}
+	buf := make([]byte, keyLen)
+	defer wipe(buf)
+	h := newHash()
+	digest := make([]byte, 0, h.Size())
+	defer func() { wipe(digest[:cap(digest)]) }()
+	for s := 0; s < nStripes-1; s++ {
+		stripe := material[s*keyLen : (s+1)*keyLen]
+		for i := range buf {
+			buf[i] ^= stripe[i]
+		}
+		diffuse(buf, h, digest)
+	}
+	last := material[(nStripes-1)*keyLen : nStripes*keyLen]
+	for i := range last {
+		last[i] = buf[i] ^ key[i]
+	}
+	return nil
 }

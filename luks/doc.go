@@ -1,10 +1,13 @@
 // Package luks reads and validates LUKS1 and LUKS2 headers the way stock
 // cryptsetup 2.6 does, unlocks a keyslot with a passphrase, and derives the
 // dm-crypt mapping of the data area from a validated header and its volume
-// key. It writes nothing: a LUKS header writer needs its own crash argument.
+// key. It also writes LUKS2 headers (a draft edited in place, committed as a
+// crash-safe copy pair) and keyslots; the crash argument is in
+// docs/DESIGN.md, "LUKS header commits". Reading never writes.
 //
-// The layouts it reads are written down in docs/FORMAT.md ("LUKS1 and LUKS2,
-// as cryptshift reads them"); keep the two in step.
+// The layouts it reads and writes are written down in docs/FORMAT.md
+// ("LUKS1 and LUKS2, as cryptshift reads and writes them"); keep the two in
+// step.
 //
 // Errors wrap errclass.Header when the header is bad or forged (it is LUKS,
 // but cryptsetup would refuse it too), errclass.Device when the device is

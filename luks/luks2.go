@@ -27,6 +27,10 @@ type LUKS2 struct {
 	// valid copy with a lower seqid is reported as stale.
 	Primary, Secondary error
 	Meta               *Metadata
+	// salts are the per-copy salts of the copies that passed their
+	// checksum (nil for one that did not), which a rewrite keeps as
+	// cryptsetup does.
+	salts [2][]byte
 }
 
 // errStale marks a valid copy that lost to the other one's higher seqid.
@@ -37,6 +41,7 @@ type binCopy struct {
 	hdrSize, seqid uint64
 	label, alg     string
 	uuid, subsys   string
+	salt           []byte
 	json           []byte
 }
 
@@ -73,6 +78,7 @@ func readBinCopy(r io.ReaderAt, off, devSize int64, secondary bool) (*binCopy, e
 		alg:     cString(b[72:104]),
 		uuid:    cString(b[168:208]),
 		subsys:  cString(b[208:256]),
+		salt:    append([]byte(nil), b[104:168]...),
 	}
 	if c.hdrSize < minHdrSize || c.hdrSize > maxHdrSize {
 		return nil, fmt.Errorf("%w: %s: bogus header size %d", errclass.Header, where, c.hdrSize)
@@ -166,6 +172,11 @@ func readLUKS2(r io.ReaderAt, devSize int64) (*LUKS2, error) {
 	}
 	if use == 1 {
 		h.Offset = int64(c.hdrSize)
+	}
+	for i, cp := range copies {
+		if cp != nil {
+			h.salts[i] = cp.salt
+		}
 	}
 	return h, nil
 }

@@ -68,15 +68,7 @@ func (v *Volume) UnknownRequirements() []string {
 	if v.V2 == nil {
 		return nil
 	}
-	var out []string
-	for _, r := range v.V2.Meta.Config.Mandatory {
-		switch r {
-		case "offline-reencrypt", "online-reencrypt", "online-reencrypt-v2", "online-reencrypt-v3":
-		default:
-			out = append(out, r)
-		}
-	}
-	return out
+	return unknownRequirements(v.V2.Meta)
 }
 
 // Requirements lists every LUKS2 mandatory requirement (none for LUKS1).
