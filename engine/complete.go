@@ -31,6 +31,9 @@ func openComplete(t Target, store *header.Store, peek *header.Header, cfg Config
 		if err := conflicts(h, cfg); err != nil {
 			return nil, false, fmt.Errorf("%w (the conversion is complete; to convert again, give its new key as --old-key-file)", err)
 		}
+		if uint64(t.Data.Size()) != h.DeviceSize {
+			return nil, false, fmt.Errorf("%w: the finished conversion in this metadata was of a device of %d bytes, this one has %d: wrong device or metadata", errclass.Device, h.DeviceSize, t.Data.Size())
+		}
 		c, err := newConv(t, store, h, macKey, cfg.Old.Key, cfg.New.Key, opts)
 		if err != nil {
 			return nil, false, err
@@ -42,6 +45,12 @@ func openComplete(t Target, store *header.Store, peek *header.Header, cfg Config
 	}
 	if oldKCV != peek.NewKCV {
 		return nil, false, fmt.Errorf("%w: the conversion recorded on this device is complete: the data is now %s under that conversion's new key, and --old-key-file is not that key", errclass.WrongKey, peek.New.Cipher)
+	}
+	if newKCV == peek.NewKCV && sideFits(cfg.Old, peek.New) && sideFits(cfg.New, peek.New) {
+		// Both sides are the finished new mapping (online, NAME's table
+		// supplies the old side, and after the end it serves the new):
+		// this is the finished conversion asked for again.
+		return &conv{h: peek}, true, errAlreadyComplete
 	}
 	next, err := fromFinished(cfg, peek)
 	if err != nil {
@@ -107,9 +116,6 @@ func sideFits(s Side, m header.Mapping) bool {
 // there (their digest entries), or, when the filesystem has been used
 // since, at least decrypt under the new mapping and not the old.
 func (c *conv) checkBound() error {
-	if uint64(c.t.Data.Size()) != c.h.DeviceSize {
-		return fmt.Errorf("%w: the finished conversion in this metadata was of a device of %d bytes, this one has %d: wrong device or metadata", errclass.Device, c.h.DeviceSize, c.t.Data.Size())
-	}
 	if c.opts.Holder != nil {
 		return nil // online, NAME's table identifies the device
 	}

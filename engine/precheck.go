@@ -20,30 +20,30 @@ func (c *conv) checkBeforeCreate(om sectorcipher.Mapping, fresh, force bool) err
 	if !c.t.MetaOnData {
 		where = "in the --metadata given"
 	}
-	if fresh && !force {
-		if c.t.MetaOnData {
-			if err := c.checkAreaFree(); err != nil {
-				return err
-			}
-		} else {
-			if c.t.Data.Size() >= 2*header.Size {
-				s, err := header.ReadStore(c.t.Data)
-				if err != nil {
-					return errclass.IOf("look for a header at the end of the device", err)
-				}
-				if _, err := s.Current(nil); !errors.Is(err, header.ErrNoHeader) {
-					return fmt.Errorf("%w: a cryptshift header is at the end of DEVICE, not in --metadata: leave out --metadata to resume that conversion (--force starts a new one)", errclass.Header)
-				}
-			}
-			if err := c.checkMetaEmpty(); err != nil {
-				return err
-			}
+	if fresh && !force && !c.t.MetaOnData && c.t.Data.Size() >= 2*header.Size {
+		s, err := header.ReadStore(c.t.Data)
+		if err != nil {
+			return errclass.IOf("look for a header at the end of the device", err)
+		}
+		if _, err := s.Current(nil); !errors.Is(err, header.ErrNoHeader) {
+			return fmt.Errorf("%w: a cryptshift header is at the end of DEVICE, not in --metadata: leave out --metadata to resume that conversion (--force starts a new one)", errclass.Header)
 		}
 	}
 	if force {
 		return nil
 	}
-	return c.checkPlausible(om, where)
+	// The data first: a half-converted device is the likelier story than
+	// user data in the metadata area, and its message says where to look.
+	if err := c.checkPlausible(om, where); err != nil {
+		return err
+	}
+	if !fresh {
+		return nil // the metadata holds an earlier conversion of ours
+	}
+	if c.t.MetaOnData {
+		return c.checkAreaFree()
+	}
+	return c.checkMetaEmpty()
 }
 
 // checkMetaEmpty refuses a separate metadata file or device that holds
@@ -100,8 +100,8 @@ func (c *conv) checkAreaFree() error {
 		return nil
 	}
 	areaLen := c.t.Data.Size() - int64(c.h.MetaOffset)
-	return fmt.Errorf("%w: the last %s of the device, where the metadata area goes, hold data (%d sectors from byte %d decrypt under the old mapping): shrink the filesystem to at most %d bytes and pass --data-size %d, or keep the metadata on another device with --metadata (--force overwrites the area)",
-		errclass.Device, mib(areaLen), found, firstAt, c.h.DataSize, c.h.DataSize)
+	return fmt.Errorf("%w: the last %s of the device, where the metadata area goes, hold data (%d sectors from byte %d decrypt under the old mapping): shrink the filesystem to at most %d bytes and run again with --force to overwrite what is left there, or keep the metadata on another device with --metadata",
+		errclass.Device, mib(areaLen), found, firstAt, c.h.DataSize)
 }
 
 func mib(n int64) string {
