@@ -43,17 +43,17 @@ const (
 // largest scored 381), so 400 is more than six deviations out. Zeroed
 // space, filesystem metadata and text score in the thousands.
 func looksRandom(b []byte) bool {
-	var hist [256]int
+	var hist [256]uint32
 	for _, c := range b {
 		hist[c]++
 	}
-	exp := float64(len(b)) / 256
-	var chi float64
+	// chi = sum((n-e)^2/e) with e = len/256, which is 256*sum(n^2)/len - len:
+	// integers only, as this runs for every sampled sub-sector.
+	var sq uint64
 	for _, n := range hist {
-		d := float64(n) - exp
-		chi += d * d / exp
+		sq += uint64(n) * uint64(n)
 	}
-	return chi < 400
+	return 256*sq < uint64(400+len(b))*uint64(len(b))
 }
 
 // constant reports whether b is one byte value repeated: never-written
@@ -98,6 +98,29 @@ func (b block) plausible(c sectorcipher.Cipher) (uint8, []byte) {
 		}
 	}
 	return m, buf
+}
+
+// score is how much of b a mapping explains: its plausible sub-sectors,
+// plus those that decrypt to all zeros (a wrong mapping never yields
+// those, so they count twice). The zeros matter for CBC, where a wrong
+// sector size or IV offset corrupts only the first 16 bytes of a
+// sub-sector: still plausible text, but a zeroed one is zero no longer.
+// suspect: some sub-sector is zero but for its first 16 bytes.
+func (b block) score(c sectorcipher.Cipher) (m uint8, score int, suspect bool, dec []byte) {
+	m, dec = b.plausible(c)
+	score = bits.OnesCount8(m)
+	for j := 0; j < subSectors; j++ {
+		s := dec[j*512 : (j+1)*512]
+		if s[16] != 0 || !constant(s[16:]) {
+			continue
+		}
+		if constant(s[:16]) && s[0] == 0 {
+			score++
+		} else {
+			suspect = true
+		}
+	}
+	return m, score, suspect, dec
 }
 
 // gain is how many more sub-sectors mask a explains than mask b.
@@ -269,9 +292,11 @@ func judge(given sectorcipher.Mapping, oldC, newC sectorcipher.Cipher, blocks, n
 	var masks []uint8
 	var decs [][]byte
 	var posPlaus, posEvid [subSectors]int
+	var scores []int
 	for i, b := range blocks {
-		m, dec := b.plausible(oldC)
+		m, sc, suspect, dec := b.score(oldC)
 		masks = append(masks, m)
+		scores = append(scores, sc)
 		v.evidence += bits.OnesCount8(b.evidence)
 		v.given += bits.OnesCount8(m)
 		for j := 0; j < subSectors; j++ {
@@ -282,7 +307,7 @@ func judge(given sectorcipher.Mapping, oldC, newC sectorcipher.Cipher, blocks, n
 				posPlaus[j]++
 			}
 		}
-		if m != b.evidence {
+		if m != b.evidence || suspect {
 			unexplained = append(unexplained, i)
 		}
 		decs = append(decs, dec)
@@ -292,8 +317,8 @@ func judge(given sectorcipher.Mapping, oldC, newC sectorcipher.Cipher, blocks, n
 		if newBlocks != nil {
 			nb = newBlocks[i]
 		}
-		nm, _ := nb.plausible(newC)
-		return gain(nm, masks[i])
+		_, sc, _, _ := nb.score(newC)
+		return max(0, sc-scores[i])
 	}
 	idx := unexplained
 	if newBlocks != nil {
@@ -317,8 +342,8 @@ func judge(given sectorcipher.Mapping, oldC, newC sectorcipher.Cipher, blocks, n
 		for _, h := range alternatives(given, dataOff) {
 			g := 0
 			for _, i := range unexplained {
-				m, _ := blocks[i].plausible(h.c)
-				g += gain(m, masks[i])
+				_, sc, _, _ := blocks[i].score(h.c)
+				g += max(0, sc-scores[i])
 			}
 			if g > v.bestGain {
 				hh := h
