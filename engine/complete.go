@@ -60,8 +60,9 @@ func openComplete(t Target, store *header.Store, peek *header.Header, cfg Config
 	return c, false, err
 }
 
-// fromFinished fills the omitted old-side flags of cfg from the finished
-// conversion's new mapping, and refuses flags that contradict it.
+// fromFinished fills the omitted old-side flags of cfg, the data offset
+// and the data size from the finished conversion's new mapping and range,
+// and refuses mapping flags that contradict it.
 func fromFinished(cfg Config, h *header.Header) (Config, error) {
 	var diffs []string
 	s, m := &cfg.Old, h.New
@@ -92,6 +93,11 @@ func fromFinished(cfg Config, h *header.Header) (Config, error) {
 		cfg.DataOffset = &v
 	} else if uint64(*cfg.DataOffset) != h.NewOffset {
 		diffs = append(diffs, fmt.Sprintf("--data-offset %d (the finished conversion left the data at %d)", *cfg.DataOffset, h.NewOffset))
+	}
+	if cfg.DataSize == 0 {
+		// The finished conversion's range is what is under its new
+		// mapping; beyond it nothing is.
+		cfg.DataSize = int64(h.DataSize)
 	}
 	if len(diffs) > 0 {
 		return cfg, fmt.Errorf("%w: the finished conversion recorded on this device left the data as its new mapping, which these flags contradict: %s; leave them out", errclass.Conflict, joinComma(diffs))

@@ -351,24 +351,33 @@ func TestGuardStuckWindow(t *testing.T) {
 	c := buildCLI(t)
 	k1f, k2f := c.file("k1", testKey(1)), c.file("k2", testKey(2))
 	plain := grPlain(grData)
-	img := c.grImageOf("s.img", grImage, 0, plain, xtsCipher(t, testKey(1)))
-	args := []string{"convert", "--old-key-file", k1f, "--new-key-file", k2f, "--metadata-size", "1M", "--window", "512K", "--progress", "none", img}
-	c.pauseAt(3, args...)
-	b := readFile(t, img)
-	b[2*(512<<10)+700] ^= 1
-	os.WriteFile(img, b, 0o600)
-	c.refused(4, []string{img}, []string{"window 2 (bytes [1048576, 1572864)", "recover --accept-damage"}, args...)
-	r := c.must(0, nil, "recover", "--accept-damage", "--old-key-file", k1f, "--new-key-file", k2f, img)
-	if !strings.Contains(r.stdout, "window 2") {
-		t.Errorf("recover --accept-damage does not name the window: %q", r.stdout)
-	}
-	c.must(0, nil, args...)
-	got := readFile(t, img)[:grData]
-	xtsCipher(t, testKey(2)).Decrypt(got, 0)
-	for s := 0; s < grData/512; s++ {
-		if !bytes.Equal(got[s*512:(s+1)*512], plain[s*512:(s+1)*512]) && s != (2*(512<<10)+700)/512 {
-			t.Fatalf("sector %d lost", s)
-		}
+	flipped := (2*(512<<10) + 700) / 512
+	for _, way := range []string{"recover", "force"} {
+		t.Run(way, func(t *testing.T) {
+			img := c.grImageOf("s"+way+".img", grImage, 0, plain, xtsCipher(t, testKey(1)))
+			args := []string{"convert", "--old-key-file", k1f, "--new-key-file", k2f, "--metadata-size", "1M", "--window", "512K", "--progress", "none", img}
+			c.pauseAt(3, args...)
+			b := readFile(t, img)
+			b[2*(512<<10)+700] ^= 1
+			os.WriteFile(img, b, 0o600)
+			c.refused(4, []string{img}, []string{"window 2 (bytes [1048576, 1572864)", "recover --accept-damage"}, args...)
+			if way == "recover" {
+				r := c.must(0, nil, "recover", "--accept-damage", "--old-key-file", k1f, "--new-key-file", k2f, img)
+				if !strings.Contains(r.stdout, "window 2") {
+					t.Errorf("recover --accept-damage does not name the window: %q", r.stdout)
+				}
+				c.must(0, nil, args...)
+			} else {
+				c.must(0, nil, append([]string{"convert", "--force"}, args[1:]...)...)
+			}
+			got := readFile(t, img)[:grData]
+			xtsCipher(t, testKey(2)).Decrypt(got, 0)
+			for s := 0; s < grData/512; s++ {
+				if !bytes.Equal(got[s*512:(s+1)*512], plain[s*512:(s+1)*512]) && s != flipped {
+					t.Fatalf("sector %d lost", s)
+				}
+			}
+		})
 	}
 }
 
