@@ -108,7 +108,7 @@ func create(t Target, store *header.Store, cfg Config, opts Options, fresh bool)
 	if err != nil {
 		return nil, err
 	}
-	if err := c.checkBeforeCreate(om, fresh, cfg.Force); err != nil {
+	if err := c.checkBeforeCreate(om, fresh, cfg.Force, cfg.DataSize != 0); err != nil {
 		return nil, err
 	}
 	if err := c.clearDigestTable(); err != nil {

@@ -14,8 +14,9 @@ import (
 // first write"): that no conversion's header is elsewhere, that the
 // metadata area holds nothing of the user's, and that the data is under
 // the old mapping as given. fresh: the metadata holds no cryptshift header
-// at all. force skips what the user may overrule.
-func (c *conv) checkBeforeCreate(om sectorcipher.Mapping, fresh, force bool) error {
+// at all. force skips what the user may overrule; sized: --data-size was
+// given.
+func (c *conv) checkBeforeCreate(om sectorcipher.Mapping, fresh, force, sized bool) error {
 	where := "at the end of the device"
 	if !c.t.MetaOnData {
 		where = "in the --metadata given"
@@ -41,6 +42,11 @@ func (c *conv) checkBeforeCreate(om sectorcipher.Mapping, fresh, force bool) err
 		return nil // the metadata holds an earlier conversion of ours
 	}
 	if c.t.MetaOnData {
+		if sized {
+			// --data-size is the user's word that the data ends before
+			// the area (what the refusal below asks for).
+			return nil
+		}
 		return c.checkAreaFree()
 	}
 	return c.checkMetaEmpty()
@@ -100,8 +106,8 @@ func (c *conv) checkAreaFree() error {
 		return nil
 	}
 	areaLen := c.t.Data.Size() - int64(c.h.MetaOffset)
-	return fmt.Errorf("%w: the last %s of the device, where the metadata area goes, hold data (%d sectors from byte %d decrypt under the old mapping): shrink the filesystem to at most %d bytes and run again with --force to overwrite what is left there, or keep the metadata on another device with --metadata",
-		errclass.Device, mib(areaLen), found, firstAt, c.h.DataSize)
+	return fmt.Errorf("%w: the last %s of the device, where the metadata area goes, hold data (%d sectors from byte %d decrypt under the old mapping): shrink the filesystem to at most %d bytes and pass --data-size %d, or keep the metadata on another device with --metadata",
+		errclass.Device, mib(areaLen), found, firstAt, c.h.DataSize, c.h.DataSize)
 }
 
 func mib(n int64) string {

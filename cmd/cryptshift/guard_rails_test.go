@@ -258,13 +258,16 @@ func TestGuardLayout(t *testing.T) {
 	// A filesystem that fills the device.
 	full := grPlain(grImage)
 	img := c.grImageOf("full.img", grImage, 0, full, xtsCipher(t, testKey(1)))
-	c.refused(4, []string{img}, []string{"the last 1 MiB of the device", "shrink the filesystem to at most 5242880 bytes", "--force", "--metadata"}, args("--metadata-size", "1M", img)...)
+	c.refused(4, []string{img}, []string{"the last 1 MiB of the device", "shrink the filesystem to at most 5242880 bytes", "--data-size 5242880", "--metadata"}, args("--metadata-size", "1M", img)...)
 	// The same with plaintext.
 	pimg := c.file("plainfull.img", full)
 	c.refused(4, []string{pimg}, []string{"the last 1 MiB of the device"}, append([]string{"convert", "--old-cipher", "none", "--new-key-file", k2f, "--metadata-size", "1M", "--window", "512K", "--progress", "none"}, pimg)...)
-	// --force takes it, as asked.
-	c.must(0, nil, args("--metadata-size", "1M", "--force", img)...)
-	sameAs(t, "forced", readFile(t, img)[:grData], xtsCipher(t, testKey(2)), 0, full[:grData])
+	// --data-size says the data ends before the area (the filesystem was
+	// shrunk); --force takes the area too.
+	c.must(0, nil, args("--metadata-size", "1M", "--data-size", fmt.Sprint(grData), img)...)
+	sameAs(t, "sized", readFile(t, img)[:grData], xtsCipher(t, testKey(2)), 0, full[:grData])
+	c.must(0, nil, append([]string{"convert", "--old-cipher", "none", "--new-key-file", k2f, "--metadata-size", "1M", "--window", "512K", "--progress", "none", "--force"}, pimg)...)
+	sameAs(t, "forced", readFile(t, pimg)[:grData], xtsCipher(t, testKey(2)), 0, full[:grData])
 
 	// Shift towards the end without --data-size would drop a gap's worth.
 	plain := grPlain(grData)
