@@ -56,9 +56,12 @@ func (c *conv) checkBeforeCreate(om sectorcipher.Mapping, fresh, force, sized bo
 // anything but zeros: it has no cryptshift header, so it is someone's data.
 func (c *conv) checkMetaEmpty() error {
 	m := c.t.Meta
+	// The header slots are left out: a crash in the first commit can
+	// leave part of a copy there that reads as no header at all.
+	end := m.Size() - 2*header.Size
 	buf := make([]byte, 1<<20)
-	for off := int64(0); off < m.Size(); off += int64(len(buf)) {
-		n := min(int64(len(buf)), m.Size()-off)
+	for off := int64(0); off < end; off += int64(len(buf)) {
+		n := min(int64(len(buf)), end-off)
 		if _, err := m.ReadAt(buf[:n], off); err != nil {
 			return errclass.IOf("read metadata device", err)
 		}
@@ -78,7 +81,8 @@ func (c *conv) checkMetaEmpty() error {
 func (c *conv) checkAreaFree() error {
 	base := int64(c.h.OldOffset)
 	first := alignUp(int64(c.h.MetaOffset)-base, sampleBlock)
-	end := c.t.Data.Size() - base
+	// Not the header slots (see checkMetaEmpty).
+	end := c.t.Data.Size() - 2*header.Size - base
 	found := 0
 	var firstAt int64
 	const chunkLen = 1 << 20

@@ -41,11 +41,17 @@ func (c *conv) windowEvidence(w uint64) (oldGain, newGain, newPlausible int, err
 // another device, or ahead of this one), and the first it calls
 // unconverted must not be under the new one already (the metadata is an
 // older copy, restored from a backup or snapshot, and resuming from it
-// would convert windows a second time). done counts durable windows;
+// would convert windows a second time; the first check is in place only).
+// done counts durable windows;
 // inFlight says window done may be half written, so the next is checked.
 func (c *conv) checkProgress(done uint64, inFlight bool) error {
 	total := c.h.Windows()
-	if done > 0 {
+	// With shift the source of a converted window stays intact until a
+	// later window overwrites it, so the old mapping explains it as well
+	// as ever, and a torn write into its new place would look like a
+	// window never converted: there the identity check speaks for the
+	// last converted window instead.
+	if done > 0 && c.h.NewOffset == c.h.OldOffset {
 		w := c.windowAt(done - 1)
 		og, _, _, err := c.windowEvidence(w)
 		if err != nil {
