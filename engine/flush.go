@@ -22,6 +22,8 @@ const (
 	FlushOnlineCommit        FlushPoint = "online-commit"
 	FlushRecoverJournalData  FlushPoint = "recover-journal-data"
 	FlushRecoverChecksumData FlushPoint = "recover-checksum-data"
+	FlushAcceptDamage        FlushPoint = "accept-damage"
+	FlushAcceptIdentity      FlushPoint = "accept-identity"
 )
 
 // FlushPoints lists every flush point, in the order of the design's table.
@@ -30,7 +32,8 @@ const (
 func FlushPoints() []FlushPoint {
 	return []FlushPoint{FlushCreateDigestTable, FlushHeaderCommit, FlushJournalRecord, FlushJournalData,
 		FlushChecksumRecord, FlushChecksumData, FlushWindowData, FlushProgressRecord,
-		FlushOnlineCommit, FlushRecoverJournalData, FlushRecoverChecksumData}
+		FlushOnlineCommit, FlushRecoverJournalData, FlushRecoverChecksumData,
+		FlushAcceptDamage, FlushAcceptIdentity}
 }
 
 // Meta is the flush of the metadata device that follows data flush point p

@@ -87,7 +87,10 @@ func (c *conv) recover(ro RecoverOptions) (*RecoverResult, error) {
 		if len(recs) > 0 {
 			return nil, fmt.Errorf("%w: log records follow a %s header", errclass.Header, c.h.State)
 		}
-		return res, nil
+		if err := c.checkProgress(c.h.Done, false); err != nil {
+			return nil, err
+		}
+		return res, c.acceptChanged(ro, res)
 	}
 	total := c.h.Windows()
 	done := c.h.Done
@@ -106,7 +109,13 @@ func (c *conv) recover(ro RecoverOptions) (*RecoverResult, error) {
 		last = r
 	}
 	// last is only read when it is a window copy, which WindowOpen checks.
-	if c.h.WindowOpen(done, wal.EndsWithWindowCopy(recs)) {
+	open := c.h.WindowOpen(done, wal.EndsWithWindowCopy(recs))
+	// The window in flight is excluded from the check of the first
+	// unconverted window, except with shift, whose source stays intact.
+	if err := c.checkProgress(done, open && c.h.Mode != header.ModeShift); err != nil {
+		return nil, err
+	}
+	if open {
 		w := c.h.WindowAt(done)
 		res.Window = w
 		switch c.h.Mode {
@@ -145,6 +154,14 @@ func (c *conv) recover(ro RecoverOptions) (*RecoverResult, error) {
 			if !ro.AcceptDamage {
 				return res, dmg
 			}
+			// Accepted: the window stays as it is and counts as done, so
+			// that no later run converts it a second time. Its digest
+			// entry is made to match first, so the identity check
+			// accepts it.
+			if err := c.recordAsIs(w, FlushAcceptDamage); err != nil {
+				return nil, err
+			}
+			done++
 		}
 	}
 	state := header.StatePaused
@@ -155,6 +172,9 @@ func (c *conv) recover(ro RecoverOptions) (*RecoverResult, error) {
 		return nil, err
 	}
 	res.Header = c.h
+	if err := c.acceptChanged(ro, res); err != nil {
+		return nil, err
+	}
 	switch {
 	case res.Rolled:
 		res.Action = fmt.Sprintf("window %d rolled forward; %d of %d windows converted; conversion %s", res.Window, done, total, state)
@@ -164,6 +184,29 @@ func (c *conv) recover(ro RecoverOptions) (*RecoverResult, error) {
 		res.Action = fmt.Sprintf("no window was in flight; %d of %d windows converted; conversion %s", done, total, state)
 	}
 	return res, nil
+}
+
+// acceptChanged, with AcceptDamage, accepts the last converted window as
+// it is when it no longer matches its digest entry (changed while paused,
+// or its entry damaged), which the identity check on resume would refuse
+// for good otherwise.
+func (c *conv) acceptChanged(ro RecoverOptions, res *RecoverResult) error {
+	if !ro.AcceptDamage || c.opts.Holder != nil || res.Damaged != nil || c.h.Done == 0 {
+		return nil
+	}
+	if c.checkIdentity() == nil {
+		return nil
+	}
+	w := c.h.WindowAt(c.h.Done - 1)
+	if err := c.recordAsIs(w, "accept-identity"); err != nil {
+		return err
+	}
+	start, n := c.h.WindowRange(w)
+	res.Window = w
+	res.Damaged = &DamageError{Window: w, Reason: "the window does not hold what the conversion wrote there; accepted as it is",
+		Sectors: []SectorRange{{uint64(start) / 512, uint64(start+n) / 512}}}
+	res.Action = fmt.Sprintf("window %d (%s) accepted as it is; %d of %d windows converted; conversion %s", w, c.windowBytes(w), c.h.Done, c.h.Windows(), c.h.State)
+	return nil
 }
 
 func wrongType(m header.Mode, t wal.Type) bool {

@@ -251,13 +251,13 @@ func TestConvertMetricsFile(t *testing.T) {
 	if got := mustMetric(t, fams, "cryptshift_conversion_windows_done", d); got != 4 {
 		t.Errorf("windows done %v, want 4", got)
 	}
-	// Converting again with the keys swapped: refused, and the file says
-	// the run failed.
-	args[3], args[5] = newKey, oldKey
+	// Converting again from a key that is neither side of the finished
+	// conversion: refused, and the file says the run failed.
+	args[3] = c.file("other.key", testKey(3))
 	errOut.Reset()
 	code := run(args, &out, &errOut)
 	if code == 0 {
-		t.Fatalf("second convert with swapped keys succeeded: %s", errOut.String())
+		t.Fatalf("second convert with a wrong old key succeeded: %s", errOut.String())
 	}
 	fams = parseMetrics(t, prom)
 	if got := mustMetric(t, fams, "cryptshift_conversion_state", map[string]string{"device": img, "state": "failed"}); got != 1 {

@@ -20,6 +20,12 @@ var unmutated = map[engine.FlushPoint]string{
 	// every window's entry is rewritten and flushed with the window, so a
 	// crash cannot make a stale entry pass for a current one.
 	engine.FlushCreateDigestTable: "stale digest entries fail the new MAC key",
+	// Dropped and caught by TestCrashAcceptDamage (accept_test.go), which
+	// needs its own damaged starting states.
+	engine.FlushAcceptDamage: "dropped in TestCrashAcceptDamage",
+	// Accepting a changed window commits nothing after its entry: losing
+	// the entry only makes the next run refuse again.
+	engine.FlushAcceptIdentity: "nothing is committed after it; a lost entry makes the next run refuse again",
 }
 
 // conversionMutants are the conversion's flush points, each dropped from a
