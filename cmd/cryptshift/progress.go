@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
@@ -48,10 +49,11 @@ func resolveProgress(mode string, stderrTTY, underJournal bool) (string, error) 
 	return "", usageErr("--progress %q: want auto, bar, plain, json or none", mode)
 }
 
-// meter renders engine progress reports. It is fed from the engine's
-// goroutine only, so it needs no locking; the clock is injected so that
-// tests can check speeds and ETAs without sleeping.
+// meter renders engine progress reports. The engine's goroutine feeds it,
+// and the signal watcher reports through notice, hence the lock; the clock
+// is injected so that tests can check speeds and ETAs without sleeping.
 type meter struct {
+	mu       sync.Mutex
 	out      io.Writer
 	mode     string
 	device   string
@@ -73,6 +75,8 @@ type meter struct {
 	// observe, when set, gets every report and the final state
 	// (--metrics-file, metrics.go).
 	observe func(state string, p engine.Progress, t time.Time)
+	// next is what the pause message tells the user to do.
+	next string
 }
 
 // notifyInterval bounds how often STATUS= is sent: `systemctl status`
@@ -80,7 +84,8 @@ type meter struct {
 const notifyInterval = time.Second
 
 func newMeter(out io.Writer, mode, device string, interval time.Duration) *meter {
-	m := &meter{out: out, mode: mode, device: device, interval: interval, now: time.Now}
+	m := &meter{out: out, mode: mode, device: device, interval: interval, now: time.Now,
+		next: "run the same command again to resume"}
 	if os.Getenv("NOTIFY_SOCKET") != "" {
 		// Errors are not the conversion's business: a service manager
 		// that stopped listening must not stop it.
@@ -103,6 +108,8 @@ func (m *meter) sdNotify(t time.Time, state string, force bool) {
 
 // Update is the engine's Options.Progress callback.
 func (m *meter) Update(p engine.Progress) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	t := m.now()
 	first := !m.started
 	if first {
@@ -219,8 +226,10 @@ func (m *meter) emitJSON(t time.Time, state, msg string) {
 		BytesDone: m.last.BytesDone, BytesTotal: m.last.BytesTotal,
 		WindowsDone: m.last.Done, WindowsTotal: m.last.Total,
 		Percent: float64(int64(m.percent()*100)) / 100,
-		Speed:   uint64(m.speed(t)), Timems: t.Sub(m.start).Milliseconds(),
-		Resumed: m.last.Resumed, Message: msg,
+		Speed:   uint64(m.speed(t)), Resumed: m.last.Resumed, Message: msg,
+	}
+	if m.started {
+		r.Timems = t.Sub(m.start).Milliseconds()
 	}
 	if d, ok := m.eta(t); ok {
 		ms := d.Milliseconds()
@@ -233,8 +242,28 @@ func (m *meter) emitJSON(t time.Time, state, msg string) {
 	fmt.Fprintf(m.out, "%s\n", b)
 }
 
+// notice reports an event outside the progress stream (a signal) in the
+// display's format: with --progress json as a record of state "pausing",
+// so that every line a consumer reads parses.
+func (m *meter) notice(msg string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.mode == progressJSON {
+		m.emitJSON(m.now(), "pausing", msg)
+		return
+	}
+	fmt.Fprintf(m.out, "\n%s\n", msg)
+	m.barOpen = false
+}
+
 // endLine terminates a bar line, so that what follows starts on its own.
 func (m *meter) endLine() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.endLineLocked()
+}
+
+func (m *meter) endLineLocked() {
 	if m.barOpen {
 		fmt.Fprintln(m.out)
 		m.barOpen = false
@@ -243,8 +272,14 @@ func (m *meter) endLine() {
 
 // finished prints the closing summary of a conversion that completed.
 func (m *meter) finished() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	t := m.now()
-	m.endLine()
+	if !m.started {
+		// Nothing ran (complete before this run): no time since a zero start.
+		m.started, m.start = true, t
+	}
+	m.endLineLocked()
 	msg := m.summary(t)
 	if m.observe != nil {
 		m.observe("complete", m.last, t)
@@ -274,14 +309,19 @@ func (m *meter) summary(t time.Time) string {
 
 // paused prints how to continue after a clean pause.
 func (m *meter) paused(done, total uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	t := m.now()
-	m.endLine()
-	msg := fmt.Sprintf("Paused at %d of %d windows; run the same command again to resume.", done, total)
+	m.endLineLocked()
+	if !m.started {
+		m.last.Done, m.last.Total = done, total
+	}
+	msg := fmt.Sprintf("Paused at %d of %d windows; %s.", done, total, m.next)
 	if m.observe != nil {
 		m.observe("paused", m.last, t)
 	}
 	m.sdNotify(t, "STOPPING=1\nSTATUS="+m.device+": "+msg, true)
-	if m.mode == progressJSON && m.started {
+	if m.mode == progressJSON {
 		m.emitJSON(t, "paused", msg)
 		return
 	}
