@@ -22,8 +22,8 @@ func convertCommand(stderr io.Writer) *cli.Command {
 		Name:      "convert",
 		Usage:     "start a conversion, or resume one by giving the same arguments again",
 		ArgsUsage: "DEVICE",
-		Description: "Rewrites the data on DEVICE from the old mapping to the new one. Ctrl-C (SIGINT) or\n" +
-			"SIGTERM pauses after the current window; run the same command again to resume.\n" +
+		Description: "Rewrites the data on DEVICE from the old mapping to the new one. Ctrl-C (SIGINT),\n" +
+			"SIGTERM or SIGHUP pauses after the current window; run the same command again to resume.\n" +
 			"Key files hold raw key bytes, as `cryptsetup open --type plain --key-file` reads them.",
 		Flags: append(append(convertFlags(), onlineFlags()...), metricsFileFlag()),
 		Action: func(c *cli.Context) error {
@@ -44,6 +44,9 @@ func convertAction(c *cli.Context, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := checkPlaintextKey(c); err != nil {
+		return err
+	}
 	mode, interval, err := progressFlags(c)
 	if err != nil {
 		return err
@@ -56,9 +59,11 @@ func convertAction(c *cli.Context, stderr io.Writer) error {
 	if name != "" && os.Getenv(onlineWorkerEnv) == "" {
 		return guardOnline(c, stderr, name, dev)
 	}
-	in := watchSignals(c.Context, stderr)
-	defer in.stop()
+	// The meter exists before the watcher, so that a signal is reported
+	// in the progress format.
 	m := newMeter(stderr, mode, dev, interval)
+	in := watchSignalsTo(c.Context, m.notice)
+	defer in.stop()
 	stopMetrics, stalls := watchMetrics(c.String("metrics-file"), dev, m, stderr)
 	defer stopMetrics()
 	engineHooks, onlineHooks := testHooks(in)
@@ -67,7 +72,7 @@ func convertAction(c *cli.Context, stderr io.Writer) error {
 	if name == "" {
 		return convertOffline(in.ctx, c, dev, createMeta, cfg, opts, m)
 	}
-	req := onlineRequest(c, stderr, name, dev, createMeta)
+	req := onlineRequest(c, stderr, name, dev, createMeta, cfg)
 	req.KernelCrypto, req.Hooks = kernelCrypto, stalls.chain(onlineHooks)
 	return convertOnline(in.ctx, c, req, cfg, opts, m)
 }
@@ -79,7 +84,10 @@ func progressFlags(c *cli.Context) (string, time.Duration, error) {
 	if err != nil {
 		return mode, 0, err
 	}
-	interval := c.Duration("progress-interval")
+	interval, err := progressInterval(c)
+	if err != nil {
+		return mode, 0, err
+	}
 	if mode == progressJSON && !c.IsSet("progress-interval") {
 		interval = defaultJSONInterval
 	}
@@ -121,6 +129,10 @@ func onlineModeFlags(c *cli.Context, name string) (kernelCrypto bool, err error)
 func convertOffline(ctx context.Context, c *cli.Context, dev string, createMeta int64, cfg engine.Config, opts engine.Options, m *meter) error {
 	t, cleanup, err := openTarget(dev, c.String("metadata"), createMeta, blockdev.Options{Exclusive: true})
 	if err != nil {
+		return err
+	}
+	if err := checkTarget(dev, c.String("metadata"), cfg, t); err != nil {
+		cleanup(true) // removes only a metadata file this run created
 		return err
 	}
 	res, err := runConvert(ctx, t, cfg, opts, m)

@@ -16,7 +16,7 @@ import (
 // onlineRequest is the online.Request the flags describe for NAME over
 // DEVICE: package online runs the conversion, recovery and activation;
 // the command line only decides how files are opened and where messages go.
-func onlineRequest(c *cli.Context, stderr io.Writer, name, dev string, createMeta int64) online.Request {
+func onlineRequest(c *cli.Context, stderr io.Writer, name, dev string, createMeta int64, cfg engine.Config) online.Request {
 	meta := c.String("metadata")
 	return online.Request{
 		Name: name, Device: dev, Metadata: meta, NewLike: c.String("new-like"),
@@ -27,6 +27,10 @@ func onlineRequest(c *cli.Context, stderr io.Writer, name, dev string, createMet
 			}
 			t, cleanup, err := openTarget(dev, meta, size, o)
 			if err != nil {
+				return t, nil, err
+			}
+			if err := checkTarget(dev, meta, cfg, t); err != nil {
+				cleanup(true) // removes only a metadata file this run created
 				return t, nil, err
 			}
 			// A metadata file that never received a header (refused,

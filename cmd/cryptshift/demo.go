@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"os"
 
@@ -9,6 +11,7 @@ import (
 
 	"github.com/cryptshift/cryptshift/demo"
 	"github.com/cryptshift/cryptshift/engine"
+	"github.com/cryptshift/cryptshift/errclass"
 	"github.com/cryptshift/cryptshift/fsck"
 )
 
@@ -44,18 +47,38 @@ func demoCommand(stderr io.Writer) *cli.Command {
 			if dir == "" {
 				dir = os.TempDir()
 			}
-			in := watchSignals(c.Context, stderr)
+			interval, err := progressInterval(c)
+			if err != nil {
+				return err
+			}
+			// The meter exists before the watcher, so that a signal is
+			// reported in the progress format.
+			m := newMeter(stderr, mode, "", interval)
+			in := watchSignalsTo(c.Context, m.notice)
 			defer in.stop()
-			return demo.Run(in.ctx, demo.Params{Dir: dir, Size: size, Stdout: c.App.Writer, Stderr: stderr,
-				Convert: func(ctx context.Context, img string, t engine.Target, cfg engine.Config) error {
-					m := newMeter(stderr, mode, img, c.Duration("progress-interval"))
-					_, err := runConvert(ctx, t, cfg, engine.Options{Progress: m.Update}, m)
-					return err
-				},
-				Verify: func(ctx context.Context, img string, t engine.Target, oldKey, newKey []byte) error {
-					return runVerify(ctx, c.App.Writer, img, t, oldKey, newKey, fsck.Options{Data: true})
-				},
-			})
+			return runDemo(in.ctx, c.App.Writer, stderr, dir, size, m)
 		},
 	}
+}
+
+// runDemo runs package demo with the command line's convert (reporting on
+// m) and verify.
+func runDemo(ctx context.Context, stdout, stderr io.Writer, dir string, size int64, m *meter) error {
+	// Everything the demo made is removed when it returns: there is
+	// nothing to resume, so the pause message must not promise it.
+	m.next = "the demo image and its keys are removed, so there is nothing to resume: run `cryptshift demo` again to start over"
+	return demo.Run(ctx, demo.Params{Dir: dir, Size: size, Stdout: stdout, Stderr: stderr,
+		Convert: func(ctx context.Context, img string, t engine.Target, cfg engine.Config) error {
+			m.device = img
+			_, err := runConvert(ctx, t, cfg, engine.Options{Progress: m.Update}, m)
+			var r reported
+			if errors.Is(err, errclass.Paused) && !errors.As(err, &r) {
+				return fmt.Errorf("%w: demo interrupted before its first window; its files are removed", err)
+			}
+			return err
+		},
+		Verify: func(ctx context.Context, img string, t engine.Target, oldKey, newKey []byte) error {
+			return runVerify(ctx, stdout, img, t, oldKey, newKey, fsck.Options{Data: true})
+		},
+	})
 }

@@ -102,7 +102,7 @@ func healOnline(c *cli.Context, name, dev string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return online.Heal(c.Context, onlineRequest(c, c.App.ErrWriter, name, dev, 0), cfg)
+	return online.Heal(c.Context, onlineRequest(c, c.App.ErrWriter, name, dev, 0, cfg), cfg)
 }
 
 // exitCodeError carries a worker's exit status through the guard.

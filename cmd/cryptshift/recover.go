@@ -74,6 +74,14 @@ func recoverOne(c *cli.Context, j recoverJob) error {
 	if err != nil {
 		return err
 	}
+	err = checkSizes(j.dev, j.meta, t)
+	if err == nil {
+		err = checkKeysGiven("recover", t, j.oldKey, j.newKey)
+	}
+	if err != nil {
+		cleanup(false)
+		return err
+	}
 	res, err := engine.Recover(c.Context, t, j.oldKey, j.newKey, ro, engine.Options{})
 	cleanup(false)
 	if err != nil {
@@ -88,7 +96,15 @@ func recoverOne(c *cli.Context, j recoverJob) error {
 func recoverActivate(c *cli.Context, j recoverJob, ro engine.RecoverOptions) error {
 	req := online.Request{Name: j.name, Device: j.dev, Metadata: j.meta,
 		Open: func(o blockdev.Options, _ bool) (engine.Target, func(bool), error) {
-			return openTarget(j.dev, j.meta, 0, o)
+			t, cleanup, err := openTarget(j.dev, j.meta, 0, o)
+			if err != nil {
+				return t, nil, err
+			}
+			if err := checkKeysGiven("recover", t, j.oldKey, j.newKey); err != nil {
+				cleanup(false)
+				return t, nil, err
+			}
+			return t, cleanup, nil
 		}}
 	rec, err := online.Activate(c.Context, req, j.oldKey, j.newKey, ro)
 	if rec == nil {

@@ -90,7 +90,7 @@ func (c *runner) startBlocked(args ...string) (*exec.Cmd, *blockedPipe) {
 	c.t.Helper()
 	p := newBlockedPipe(c.t)
 	cmd := exec.Command(c.bin, args...)
-	cmd.Env = filterEnv(os.Environ(), "JOURNAL_STREAM", testInterruptEnv, testKillEnv)
+	cmd.Env = filterEnv(os.Environ(), "JOURNAL_STREAM", hookInterruptAfter, hookKillAfter)
 	cmd.Stderr = p.w
 	if err := cmd.Start(); err != nil {
 		c.t.Fatal(err)
@@ -147,7 +147,7 @@ func TestEndToEndHangupAndClosedPipe(t *testing.T) {
 	// `| head -3`: the reader goes away mid-run; the conversion goes on
 	// to the end (exit 0) instead of dying at its next line.
 	cmd = exec.Command(c.bin, args...)
-	cmd.Env = filterEnv(os.Environ(), "JOURNAL_STREAM", testInterruptEnv, testKillEnv)
+	cmd.Env = filterEnv(os.Environ(), "JOURNAL_STREAM", hookInterruptAfter, hookKillAfter)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -36,6 +36,9 @@ func statusCommand() *cli.Command {
 				return err
 			}
 			defer cleanup(false)
+			if err := checkSizes(dev, c.String("metadata"), t); err != nil {
+				return err
+			}
 			st, err := engine.ReadStatus(t)
 			if err != nil {
 				return fmt.Errorf("status %s: %w", dev, err)

@@ -18,6 +18,11 @@ import (
 // was opened; removeCreated also deletes a metadata file this call created,
 // for when the conversion never wrote a header into it.
 func openTarget(devPath, metaPath string, createMeta int64, o blockdev.Options) (t engine.Target, cleanup func(removeCreated bool), err error) {
+	// Before anything is opened: the exclusive lock on DEVICE would make
+	// the second open fail with a lock error that hides the real mistake.
+	if metaPath != "" && sameFile(devPath, metaPath) {
+		return t, nil, usageErr("--metadata %s is DEVICE itself; leave --metadata out to keep the metadata at the end of DEVICE", metaPath)
+	}
 	data, err := openDevice(devPath, o)
 	if err != nil {
 		return t, nil, err
@@ -39,11 +44,6 @@ func openTarget(devPath, metaPath string, createMeta int64, o blockdev.Options) 
 			os.Remove(metaPath)
 		}
 		return t, nil, err
-	}
-	if sameFile(devPath, metaPath) {
-		data.Close()
-		meta.Close()
-		return t, nil, usageErr("--metadata %s is DEVICE itself; leave --metadata out to keep the metadata at the end of DEVICE", metaPath)
 	}
 	cleanup = func(removeCreated bool) {
 		meta.Close()

@@ -64,6 +64,12 @@ func verifyCommand() *cli.Command {
 				return err
 			}
 			defer cleanup(false)
+			if err := checkSizes(dev, c.String("metadata"), t); err != nil {
+				return err
+			}
+			if err := checkKeysGiven("verify", t, oldKey, newKey); err != nil {
+				return err
+			}
 			return runVerify(c.Context, c.App.Writer, dev, t, oldKey, newKey, o)
 		},
 	}
