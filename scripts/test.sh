@@ -54,7 +54,18 @@ step "Debian package: lintian, install into a throw-away root, run it"
 bash scripts/test-deb.sh
 
 step "unit tests"
-go test -count=1 $(go list ./... | grep -v /tests/)
+# The guard-rails model test runs in the next step, verbosely, for its summary.
+go test -count=1 -skip '^TestGuardRailsModel$' $(go list ./... | grep -v /tests/)
+
+step "guard-rails model test (random CLI sequences checked by independent decryption)"
+log=$(mktemp)
+if ! go test -count=1 -v -run '^TestGuardRailsModel$' ./cmd/cryptshift >"$log" 2>&1; then
+	grep -vE '^=== (RUN|PAUSE|CONT)' "$log" | tail -200
+	echo "FAILED: see above (the seed replays it: -guardrails.seed=N)" >&2
+	exit 1
+fi
+grep -E '^guard rails:' "$log"
+rm -f "$log"
 
 step "crash enumeration (tests/fault) and the real-kernel suite (tests/vm)"
 # -v so their summary lines (crash states checked, VM kills, scenarios) are
