@@ -74,7 +74,7 @@ type gmPlan struct {
 }
 
 type gmStats struct {
-	runs, refused, lost, paused, completed int
+	runs, refused, lost, paused, completed, mutations int
 }
 
 type guardModel struct {
@@ -102,10 +102,12 @@ type guardModel struct {
 type gmFailure struct{ msg string }
 
 func TestGuardRailsModel(t *testing.T) {
-	seqs := 300
+	// About 1,000 runs and 1,300 steps by default: under two minutes
+	// on a shared two-core machine.
+	seqs := 160
 	switch {
 	case testing.Short():
-		seqs = 20
+		seqs = 10
 	case *guardLong:
 		seqs = 3000
 	}
@@ -155,7 +157,8 @@ func TestGuardRailsModel(t *testing.T) {
 	summary := fmt.Sprintf("guard rails: %d runs, %d refused, %d sectors lost", st.runs, st.refused, st.lost)
 	// On stdout as well as in the log: scripts/test.sh greps it from a -v run.
 	fmt.Println(summary)
-	t.Logf("%s (%d paused, %d completed, %d sequences from seed %d, %v)", summary, st.paused, st.completed, seqs, seed, time.Since(start).Round(time.Second))
+	t.Logf("%s (%d paused, %d completed, %d mutations between runs, %d sequences from seed %d, %v)",
+		summary, st.paused, st.completed, st.mutations, seqs, seed, time.Since(start).Round(time.Second))
 	if p := os.Getenv("CRYPTSHIFT_GUARDRAILS_LOG"); p != "" && len(failures) > 0 {
 		// Every failure, for triage; the test output shows the first few.
 		os.WriteFile(p, []byte(strings.Join(failures, "\n")+"\n"), 0o600)
@@ -359,6 +362,7 @@ func (m *guardModel) mutate() {
 	n := len(m.steps)
 	defer func() {
 		if len(m.steps) > n {
+			m.st.mutations++
 			m.after = strings.SplitN(m.steps[len(m.steps)-1], " to ", 2)[0] + ", then "
 		}
 	}()
