@@ -44,6 +44,7 @@ func ReadStatus(t Target) (*Status, error) {
 	if err != nil {
 		return nil, errclass.IOf("scan log", err)
 	}
+	recs = writtenRecords(t.Meta, int64(h.LogOffset), recs)
 	st.Records = len(recs)
 	if n := len(recs); n > 0 && recs[n-1].Done <= st.Total {
 		st.Done = recs[n-1].Done
@@ -53,4 +54,29 @@ func ReadStatus(t Target) (*Status, error) {
 		st.Open = &w
 	}
 	return st, nil
+}
+
+// unwrittenReporter is a metadata device that can tell never-written
+// bytes (blockdev.File on an image file).
+type unwrittenReporter interface {
+	Unwritten(off, n int64) bool
+}
+
+// writtenRecords cuts the scanned log at the first record whose payload
+// was never written. Without keys the payload's digest cannot be checked,
+// so a record whose header block reached the disk and whose payload did
+// not (ENOSPC on a sparse metadata file) would otherwise count, and
+// status would show a window in flight that recovery, with the keys,
+// rightly ignores.
+func writtenRecords(meta any, logOff int64, recs []wal.Record) []wal.Record {
+	u, ok := meta.(unwrittenReporter)
+	if !ok {
+		return recs
+	}
+	for i, r := range recs {
+		if r.PayloadLen > 0 && u.Unwritten(logOff+int64(r.Offset)+wal.BlockSize, int64(r.PayloadLen)) {
+			return recs[:i]
+		}
+	}
+	return recs
 }
