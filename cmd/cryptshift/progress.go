@@ -275,10 +275,6 @@ func (m *meter) finished() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	t := m.now()
-	if !m.started {
-		// Nothing ran (complete before this run): no time since a zero start.
-		m.started, m.start = true, t
-	}
 	m.endLineLocked()
 	msg := m.summary(t)
 	if m.observe != nil {
