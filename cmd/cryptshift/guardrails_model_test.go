@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cryptshift/cryptshift/blockdev"
+	"github.com/cryptshift/cryptshift/demo"
 	"github.com/cryptshift/cryptshift/engine"
 	"github.com/cryptshift/cryptshift/header"
 	"github.com/cryptshift/cryptshift/sectorcipher"
@@ -120,7 +121,7 @@ func TestGuardRailsModel(t *testing.T) {
 	if seed == 0 {
 		seed = rand.Uint64()>>1 | 1
 	}
-	for _, e := range []string{testInterruptEnv, testKillEnv, "NOTIFY_SOCKET", "JOURNAL_STREAM"} {
+	for _, e := range []string{hookInterruptAfter, hookKillAfter, "NOTIFY_SOCKET", "JOURNAL_STREAM"} {
 		t.Setenv(e, "")
 		os.Unsetenv(e)
 	}
@@ -227,7 +228,7 @@ func (m *guardModel) setup() {
 	}
 	m.known = []gmMapping{m.plan.old, m.plan.new}
 	m.plain = make([]byte, m.data)
-	demoPlain(m.plain, 0)
+	demo.Plain(m.plain, 0)
 	size := m.data
 	if m.plan.meta == "" {
 		size += gmMeta
