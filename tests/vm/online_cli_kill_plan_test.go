@@ -52,9 +52,10 @@ const (
 
 // freezeMax bounds the window a lane freezes after: the guest polls the
 // progress every 0.1 s and suspends the metadata device right after, and
-// the rest of the conversion (at least half of it) takes far longer than
-// that, so a frozen lane is never found complete.
-const freezeMax = killDataSize / killWindow / 2
+// the rest of the conversion (at least three quarters of it) takes far
+// longer than that, so a frozen lane is never found complete. A low bound
+// also keeps the boot short: the kill waits for the freeze.
+const freezeMax = killDataSize / killWindow / 4
 
 // killPlans lays out the kill boots of one chain. Boot c (even, seeded)
 // lets every conversion finish; boot c+1 restarts every lane (the reverse
