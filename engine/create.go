@@ -6,7 +6,6 @@ import (
 	"github.com/cryptshift/cryptshift/errclass"
 	"github.com/cryptshift/cryptshift/header"
 	"github.com/cryptshift/cryptshift/sectorcipher"
-	"github.com/cryptshift/cryptshift/wal"
 )
 
 // buildMapping turns a requested side into a validated mapping with defaults.
@@ -53,11 +52,13 @@ const align = 4096
 func alignUp(x, a int64) int64   { return (x + a - 1) / a * a }
 func alignDown(x, a int64) int64 { return x / a * a }
 
-// create validates a new conversion request, plans the layout, checks that
-// the old mapping plausibly decrypts the data, and commits the first header.
-// The only writes are to the metadata area, and the data area is untouched
-// until that header is durable.
-func create(t Target, store *header.Store, cfg Config, opts Options) (*conv, error) {
+// create validates a new conversion request, plans the layout, checks
+// what is on the devices (docs/DESIGN.md, "What is checked before the first
+// write"), and commits the first header. The only writes are to the
+// metadata area, and the data area is untouched until that header is
+// durable. fresh is set when the metadata holds no cryptshift header at
+// all (not even a finished or torn one of an earlier conversion).
+func create(t Target, store *header.Store, cfg Config, opts Options, fresh bool) (*conv, error) {
 	om, err := buildMapping("old", cfg.Old)
 	if err != nil {
 		return nil, err
@@ -81,132 +82,21 @@ func create(t Target, store *header.Store, cfg Config, opts Options) (*conv, err
 	if mode == header.ModeNone && !cfg.Force {
 		return nil, fmt.Errorf("%w: --resilience none keeps no copy of the window being rewritten, so a crash can destroy it; add --force to accept that", errclass.Refused)
 	}
-	unit := int64(max(om.SectorSize, nm.SectorSize, align))
-	window := int64(DefaultWindow)
-	if opts.Holder != nil {
-		window = DefaultOnlineWindow
+	req := layoutRequest{DevSize: t.Data.Size(), MetaOnData: t.MetaOnData, OldSector: om.SectorSize, NewSector: nm.SectorSize,
+		Mode: mode, Online: opts.Holder != nil, Window: cfg.Window, DataOffset: cfg.DataOffset, DataSize: cfg.DataSize,
+		Shift: cfg.Shift, MetaSize: cfg.MetaSize}
+	if !t.MetaOnData {
+		req.MetaDevSize = t.Meta.Size()
 	}
-	if cfg.Window != 0 {
-		window = cfg.Window
+	l, err := planLayout(req)
+	if err != nil {
+		return nil, err
 	}
-	if window < unit || window%unit != 0 || window > 1<<30 {
-		return nil, fmt.Errorf("%w: --window %d must be a multiple of %d bytes, at most 1 GiB", errclass.Usage, window, unit)
-	}
-	var oldOff int64
-	if cfg.DataOffset != nil {
-		oldOff = *cfg.DataOffset
-	}
-	if oldOff < 0 || oldOff%512 != 0 {
-		return nil, fmt.Errorf("%w: --data-offset %d must be a non-negative multiple of 512", errclass.Usage, oldOff)
-	}
-
-	devSize := t.Data.Size()
-	// Metadata area: at the end of the data device, or all of a separate one.
-	var metaOff, metaSize int64
-	if t.MetaOnData {
-		ms := int64(DefaultMetaSize)
-		if cfg.MetaSize != 0 {
-			ms = cfg.MetaSize
-		}
-		if ms < minMetaSize || ms%align != 0 {
-			return nil, fmt.Errorf("%w: --metadata-size %d must be a multiple of 4096 and at least %d", errclass.Usage, ms, minMetaSize)
-		}
-		metaOff = alignDown(devSize-ms, align)
-		if metaOff < 0 {
-			return nil, fmt.Errorf("%w: device of %d bytes cannot hold a %d-byte metadata area", errclass.Device, devSize, ms)
-		}
-		metaSize = devSize - metaOff
-	} else {
-		metaSize = alignDown(t.Meta.Size(), align)
-		if metaSize < minMetaSize {
-			return nil, fmt.Errorf("%w: metadata device of %d bytes is smaller than %d", errclass.Device, t.Meta.Size(), minMetaSize)
-		}
-	}
-	// A journal log must hold two window records to avoid a checkpoint per
-	// window: with a small metadata area and no --window, take a smaller
-	// window rather than refuse.
-	for cfg.Window == 0 && mode == header.ModeJournal && window > 1<<20 &&
-		2*wal.EncodedLen(int(window)) > metaSize-2*header.Size-alignUp(devSize/window*header.DigestEntrySize, align) {
-		window /= 2
-	}
-	dataLimit := devSize // first byte the data may not reach
-	if t.MetaOnData {
-		dataLimit = metaOff
-	}
-
-	dataSize := cfg.DataSize
-	var shift int64
-	if mode == header.ModeShift {
-		shift = window
-		if cfg.Shift != 0 {
-			shift = cfg.Shift
-		}
-		if shift < window || shift%align != 0 {
-			return nil, fmt.Errorf("%w: --shift %d must be a multiple of 4096 and at least the window (%d)", errclass.Usage, shift, window)
-		}
-	} else if cfg.Shift != 0 {
-		return nil, fmt.Errorf("%w: --shift only applies to --resilience shift", errclass.Usage)
-	}
-	if dataSize == 0 {
-		dataSize = alignDown(dataLimit-oldOff, unit)
-		if mode == header.ModeShift && oldOff < shift {
-			dataSize = alignDown(dataLimit-oldOff-shift, unit)
-		}
-	}
-	if dataSize <= 0 || dataSize%unit != 0 {
-		return nil, fmt.Errorf("%w: data size %d must be positive and a multiple of %d bytes", errclass.Usage, dataSize, unit)
-	}
-	// Shift moves the data towards lower offsets when there is room before
-	// it, otherwise towards higher ones (then windows go from the end).
-	newOff := oldOff
-	descending := false
-	if mode == header.ModeShift {
-		if oldOff >= shift {
-			newOff = oldOff - shift
-		} else {
-			newOff = oldOff + shift
-			descending = true
-		}
-	}
-	for _, off := range []int64{oldOff, newOff} {
-		if off+dataSize > dataLimit {
-			where := "the end of the device"
-			if t.MetaOnData {
-				where = fmt.Sprintf("the metadata area at byte %d", metaOff)
-			}
-			return nil, fmt.Errorf("%w: data [%d, %d) would run into %s: shrink the filesystem and pass --data-size, use --metadata on another device, or a smaller --metadata-size", errclass.Device, off, off+dataSize, where)
-		}
-	}
-
-	nWin := (dataSize + window - 1) / window
-	digestSize := alignUp(nWin*header.DigestEntrySize, align)
-	logOff := metaOff + digestSize
-	logSize := alignDown(metaOff+metaSize-2*header.Size-logOff, align)
-	need := wal.EncodedLen(0) * 2
-	switch mode {
-	case header.ModeJournal:
-		need = wal.EncodedLen(int(window)) + wal.EncodedLen(0)
-	case header.ModeChecksum:
-		need = wal.EncodedLen(int(window/unit)*hashEntry) + wal.EncodedLen(0)
-	}
-	if logSize < need {
-		return nil, fmt.Errorf("%w: the metadata area (%d bytes) cannot hold the digest table and a %s log record for a %d-byte window: use a larger --metadata-size or a smaller --window", errclass.Usage, metaSize, mode, window)
-	}
-
 	uuid, err := randomUUID(opts.UUID)
 	if err != nil {
 		return nil, err
 	}
-	h := &header.Header{
-		UUID: uuid, DeviceSize: uint64(devSize),
-		MetaOffset: uint64(metaOff), MetaSize: uint64(metaSize),
-		DataSize: uint64(dataSize), OldOffset: uint64(oldOff), NewOffset: uint64(newOff),
-		Window: uint64(window), Mode: mode, State: header.StatePaused, Descending: descending,
-		LogOffset: uint64(logOff), LogSize: uint64(logSize), LogHeadOff: 0, LogHeadSeq: 1,
-		DigestOff: uint64(metaOff), DigestSize: uint64(digestSize),
-		Old: recordMapping(om), New: recordMapping(nm),
-		OldKCV: header.KCV(om.Key, uuid), NewKCV: header.KCV(nm.Key, uuid),
-	}
+	h := buildHeader(l, om, nm, mode, uuid, t.Data.Size())
 	if err := h.Check(); err != nil {
 		return nil, fmt.Errorf("%w: planned layout is invalid: %w", errclass.Usage, err)
 	}
@@ -218,21 +108,10 @@ func create(t Target, store *header.Store, cfg Config, opts Options) (*conv, err
 	if err != nil {
 		return nil, err
 	}
-	if !cfg.Force {
-		if err := c.checkPlausible(); err != nil {
-			return nil, err
-		}
+	if err := c.checkBeforeCreate(om, fresh, cfg.Force, cfg.DataSize != 0); err != nil {
+		return nil, err
 	}
-	// The digest table is zeroed so that "no entry" is exact; entries of an
-	// earlier conversion would fail their MAC anyway.
-	zero := make([]byte, min(digestSize, 1<<20))
-	for off := int64(0); off < digestSize; off += int64(len(zero)) {
-		n := min(int64(len(zero)), digestSize-off)
-		if _, err := t.Meta.WriteAt(zero[:n], metaOff+off); err != nil {
-			return nil, errclass.IOf("clear digest table", err)
-		}
-	}
-	if err := c.flush(t.Meta, "create-digest-table"); err != nil {
+	if err := c.clearDigestTable(); err != nil {
 		return nil, err
 	}
 	h.Created = c.now()
@@ -241,4 +120,32 @@ func create(t Target, store *header.Store, cfg Config, opts Options) (*conv, err
 		return nil, errclass.IOf("write first header", err)
 	}
 	return c, nil
+}
+
+// buildHeader is the first header of a conversion planned as l.
+func buildHeader(l layout, om, nm sectorcipher.Mapping, mode header.Mode, uuid [16]byte, devSize int64) *header.Header {
+	return &header.Header{
+		UUID: uuid, DeviceSize: uint64(devSize),
+		MetaOffset: uint64(l.MetaOff), MetaSize: uint64(l.MetaSize),
+		DataSize: uint64(l.DataSize), OldOffset: uint64(l.OldOff), NewOffset: uint64(l.NewOff),
+		Window: uint64(l.Window), Mode: mode, State: header.StatePaused, Descending: l.Descending,
+		LogOffset: uint64(l.LogOff), LogSize: uint64(l.LogSize), LogHeadOff: 0, LogHeadSeq: 1,
+		DigestOff: uint64(l.MetaOff), DigestSize: uint64(l.DigestSize),
+		Old: recordMapping(om), New: recordMapping(nm),
+		OldKCV: header.KCV(om.Key, uuid), NewKCV: header.KCV(nm.Key, uuid),
+	}
+}
+
+// clearDigestTable zeroes the digest table so that "no entry" is exact;
+// entries of an earlier conversion would fail their MAC anyway.
+func (c *conv) clearDigestTable() error {
+	size, off := int64(c.h.DigestSize), int64(c.h.DigestOff)
+	zero := make([]byte, min(size, 1<<20))
+	for at := int64(0); at < size; at += int64(len(zero)) {
+		n := min(int64(len(zero)), size-at)
+		if _, err := c.t.Meta.WriteAt(zero[:n], off+at); err != nil {
+			return errclass.IOf("clear digest table", err)
+		}
+	}
+	return c.flush(c.t.Meta, "create-digest-table")
 }

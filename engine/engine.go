@@ -248,27 +248,17 @@ func open(t Target, cfg Config, opts Options) (*conv, bool, error) {
 	}
 	peek, err := store.Current(nil)
 	switch {
-	case errors.Is(err, header.ErrNoHeader) || firstCommitTorn(store):
-		c, err := create(t, store, cfg, opts)
+	case errors.Is(err, header.ErrNoHeader):
+		c, err := create(t, store, cfg, opts, true)
+		return c, false, err
+	case firstCommitTorn(store):
+		c, err := create(t, store, cfg, opts, false)
 		return c, false, err
 	case err != nil:
 		return nil, false, fmt.Errorf("%w: %w", errclass.Header, err)
 	}
 	if peek.State == header.StateComplete {
-		// The key check values tell a rerun of the finished command from a
-		// new conversion that starts from the finished one's result.
-		if sideMatchesRecorded(cfg.Old, peek.New) && header.KCV(cfg.Old.Key, peek.UUID) == peek.NewKCV {
-			c, err := create(t, store, cfg, opts)
-			return c, false, err
-		}
-		if header.KCV(cfg.Old.Key, peek.UUID) == peek.OldKCV && header.KCV(cfg.New.Key, peek.UUID) == peek.NewKCV {
-			h, _, err := authenticate(store, peek, cfg.Old.Key, cfg.New.Key)
-			if err != nil {
-				return nil, false, err
-			}
-			return &conv{h: h}, true, errAlreadyComplete
-		}
-		return nil, false, fmt.Errorf("%w: the conversion recorded on this device is complete (the data is now %s under the new key); to convert again, give that as --old-cipher and --old-key-file", errclass.Refused, peek.New.Cipher)
+		return openComplete(t, store, peek, cfg, opts)
 	}
 	c, err := resume(t, store, peek, cfg, opts)
 	return c, true, err
@@ -284,19 +274,6 @@ func firstCommitTorn(s *header.Store) bool {
 	a, b := s.Copies[0].Err, s.Copies[1].Err
 	return errors.Is(a, header.ErrNoHeader) && errors.Is(b, header.ErrCorrupt) ||
 		errors.Is(a, header.ErrCorrupt) && errors.Is(b, header.ErrNoHeader)
-}
-
-func sideMatchesRecorded(s Side, m header.Mapping) bool {
-	if s.Cipher == "" {
-		return false
-	}
-	spec, err := sectorcipher.ParseSpec(s.Cipher)
-	if err != nil || spec.String() != m.Cipher {
-		return false
-	}
-	return (s.SectorSize == 0 || uint32(s.SectorSize) == m.SectorSize) &&
-		(s.IVOffset == nil || *s.IVOffset == m.IVOffset) &&
-		(s.IVLargeSectors == nil || *s.IVLargeSectors == m.IVLargeSectors)
 }
 
 // authenticate derives the MAC key from the given keys, checks them against
@@ -385,7 +362,14 @@ func resume(t Target, store *header.Store, peek *header.Header, cfg Config, opts
 	// are expected to differ; the dm table identifies the device instead.
 	if opts.Holder == nil {
 		if err := c.checkIdentity(); err != nil {
-			return nil, err
+			if !cfg.Force {
+				return nil, err
+			}
+			// --force: the user says this is the device; the window is
+			// taken as it is (see recover --accept-damage).
+			if err := c.recordAsIs(c.windowAt(c.h.Done-1), "accept-identity"); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return c, nil
@@ -485,7 +469,7 @@ func (c *conv) checkIdentity() error {
 	}
 	d := c.plainDigest(buf, w, start, c.newC)
 	if header.DigestEntry(c.macKey, w, d) != entry {
-		return fmt.Errorf("%w: window %d does not hold the data this conversion wrote there: wrong device, or it was changed since", errclass.Device, w)
+		return fmt.Errorf("%w: window %d (%s) does not hold the data this conversion wrote there: wrong device, or it was changed since; if this is the device, `cryptshift recover --accept-damage` (or convert --force) accepts the window as it is and goes on", errclass.Device, w, c.windowBytes(w))
 	}
 	return nil
 }

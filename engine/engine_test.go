@@ -393,12 +393,13 @@ func TestCompletedConversionRerunAndChain(t *testing.T) {
 	}
 	f.new_ = c
 	f.check(t, res.Header)
-	// Anything else against the completed record is refused untouched.
+	// An old key that is neither side of the completed record is a wrong
+	// key: the record says which key the data is under now.
 	before = devHash(f.dev)
 	cfg.Old = a.cfg()
 	cfg.New = side{cipher: "aes-xts-plain64", key: key(64, 44), ss: 512}.cfg()
-	if _, err := Convert(context.Background(), f.target(), cfg, Options{}); !errors.Is(err, errclass.Refused) {
-		t.Fatalf("want errclass.Refused, got %v", err)
+	if _, err := Convert(context.Background(), f.target(), cfg, Options{}); !errors.Is(err, errclass.WrongKey) {
+		t.Fatalf("want errclass.WrongKey, got %v", err)
 	}
 	if devHash(f.dev) != before {
 		t.Fatal("refused request wrote to the device")

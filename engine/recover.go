@@ -87,7 +87,10 @@ func (c *conv) recover(ro RecoverOptions) (*RecoverResult, error) {
 		if len(recs) > 0 {
 			return nil, fmt.Errorf("%w: log records follow a %s header", errclass.Header, c.h.State)
 		}
-		return res, nil
+		if err := c.checkProgress(c.h.Done, false); err != nil {
+			return nil, err
+		}
+		return res, c.acceptChanged(ro, res)
 	}
 	total := c.h.Windows()
 	done := c.h.Done
@@ -104,6 +107,11 @@ func (c *conv) recover(ro RecoverOptions) (*RecoverResult, error) {
 		}
 		done = r.Done
 		last = r
+	}
+	inFlight := last != nil && (last.Type == wal.TypeJournal || last.Type == wal.TypeChecksum) ||
+		c.h.Mode == header.ModeNone && done < total
+	if err := c.checkProgress(done, inFlight); err != nil {
+		return nil, err
 	}
 	switch c.h.Mode {
 	case header.ModeJournal:
@@ -150,6 +158,14 @@ func (c *conv) recover(ro RecoverOptions) (*RecoverResult, error) {
 			if !ro.AcceptDamage {
 				return res, dmg
 			}
+			// Accepted: the window stays as it is and counts as done, so
+			// that no later run converts it a second time. Its digest
+			// entry is made to match first, so the identity check
+			// accepts it.
+			if err := c.recordAsIs(w, "accept-damage"); err != nil {
+				return nil, err
+			}
+			done++
 		}
 	}
 	state := header.StatePaused
@@ -160,6 +176,9 @@ func (c *conv) recover(ro RecoverOptions) (*RecoverResult, error) {
 		return nil, err
 	}
 	res.Header = c.h
+	if err := c.acceptChanged(ro, res); err != nil {
+		return nil, err
+	}
 	switch {
 	case res.Rolled:
 		res.Action = fmt.Sprintf("window %d rolled forward; %d of %d windows converted; conversion %s", res.Window, done, total, state)
@@ -169,6 +188,29 @@ func (c *conv) recover(ro RecoverOptions) (*RecoverResult, error) {
 		res.Action = fmt.Sprintf("no window was in flight; %d of %d windows converted; conversion %s", done, total, state)
 	}
 	return res, nil
+}
+
+// acceptChanged, with AcceptDamage, accepts the last converted window as
+// it is when it no longer matches its digest entry (changed while paused,
+// or its entry damaged), which the identity check on resume would refuse
+// for good otherwise.
+func (c *conv) acceptChanged(ro RecoverOptions, res *RecoverResult) error {
+	if !ro.AcceptDamage || c.opts.Holder != nil || res.Damaged != nil || c.h.Done == 0 {
+		return nil
+	}
+	if c.checkIdentity() == nil {
+		return nil
+	}
+	w := c.windowAt(c.h.Done - 1)
+	if err := c.recordAsIs(w, "accept-identity"); err != nil {
+		return err
+	}
+	start, n := c.windowRange(w)
+	res.Window = w
+	res.Damaged = &DamageError{Window: w, Reason: "the window does not hold what the conversion wrote there; accepted as it is",
+		Sectors: []SectorRange{{uint64(start) / 512, uint64(start+n) / 512}}}
+	res.Action = fmt.Sprintf("window %d (%s) accepted as it is; %d of %d windows converted; conversion %s", w, c.windowBytes(w), c.h.Done, c.h.Windows(), c.h.State)
+	return nil
 }
 
 func wrongType(m header.Mode, t wal.Type) bool {

@@ -188,7 +188,9 @@ func lockName(name string) (func(), error) {
 // Options given on the command line must agree with what the tables say.
 func fillFromTable(cfg *engine.Config, live []dm.Target, t engine.Target, newLike string) (*int64, error) {
 	st, err := engine.ReadStatus(t)
-	resuming := err == nil
+	// A finished conversion is not resumed: NAME's one target is the old
+	// mapping of the next one.
+	resuming := err == nil && st.Header.State != header.StateComplete
 	if err != nil && !errors.Is(err, errclass.Header) {
 		return nil, err
 	}

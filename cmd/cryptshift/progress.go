@@ -248,6 +248,10 @@ func (m *meter) finished() {
 
 // summary is "Finished, converted X in T (R MiB/s)" for this run.
 func (m *meter) summary(t time.Time) string {
+	if !m.started {
+		// No window was reported: the conversion was complete already.
+		return "Already complete: nothing was converted"
+	}
 	el := t.Sub(m.start)
 	n := m.last.BytesDone - m.startBytes
 	rate := "n/a"
