@@ -48,14 +48,14 @@ func checkPlan(t *testing.T, boot int, plan bootPlan, killed *Result, found map[
 		switch a.kind {
 		case laneFinish:
 			if c := got[l]["convert"]; len(c) != 1 || c[0] != 0 {
-				t.Errorf("boot %d, %s: the conversion the kill waited for exited %v, want 0:\n%s", boot, l, c, killed.Tail(consoleTail))
+				t.Errorf("boot %d, %s: the conversion the kill waited for exited %v, want 0:\n%s", boot, l, c, strings.Join(taggedLines(killed.Console, "OUT", l), "\n"))
 			} else if !f.complete() {
 				t.Errorf("boot %d, %s: the conversion had exited 0 before the kill, but after it the status says %v, not complete", boot, l, f)
 			}
 		case laneFreeze:
 			m := regexp.MustCompile(`(?m)^FROZEN ` + l + ` (\d+)$`).FindStringSubmatch(killed.Console)
 			if m == nil {
-				t.Errorf("boot %d, %s: the conversion ended (exit %v) before it reported window %d, where the plan froze it", boot, l, got[l]["convert"], a.window)
+				t.Errorf("boot %d, %s: the conversion ended (exit %v) before it reported window %d, where the plan froze it:\n%s", boot, l, got[l]["convert"], a.window, strings.Join(taggedLines(killed.Console, "OUT", l), "\n"))
 				continue
 			}
 			d, _ := strconv.Atoi(m[1])

@@ -134,6 +134,9 @@ lane_convert() {
 	echo "CONVERT-START $L $(cut -d' ' -f1 /proc/uptime)"
 	# JSON progress, a line per window: lane_freeze watches windows_done.
 	stepq $L convert /tmp/conv.$L cryptshift convert --online $L --new-key-file $new --metadata $meta --window ` + strconv.Itoa(killWindow) + ` --resilience $mode $kc --progress json --progress-interval 0 $dev
+	# A conversion that fails before the kill says why (lane_final shows
+	# the output of the last boot's).
+	[ "$_r" = 0 ] || [ -n "$FINAL" ] || { grep -v '"state":"converting"' /tmp/conv.$L | sed "s/^/OUT $L /"; }
 	: > /tmp/ended.$L
 	echo "CONVERT-END $L $(cut -d' ' -f1 /proc/uptime)"
 }
