@@ -106,7 +106,8 @@ func (b block) score(c sectorcipher.Cipher) (m uint8, score int, suspect bool, d
 	score = bits.OnesCount8(m)
 	for j := 0; j < subSectors; j++ {
 		s := dec[j*512 : (j+1)*512]
-		if s[16] != 0 || !constant(s[16:]) {
+		// Zeros on disk decrypt to zeros under no encryption: no evidence.
+		if b.evidence&(1<<j) == 0 || s[16] != 0 || !constant(s[16:]) {
 			continue
 		}
 		if constant(s[:16]) && s[0] == 0 {

@@ -162,9 +162,6 @@ func (v verdict) refusal(oldCipher, headerWhere string) error {
 		}
 		return fmt.Errorf("%w: with the old mapping (%s), every one of %d sampled sectors %s%s", errclass.WrongKey, oldCipher, v.evidence, what, force)
 	}
-	if oldCipher == "none" && 4*v.given < v.evidence {
-		return fmt.Errorf("%w: with --old-cipher none, only %d of %d sampled sectors look like plaintext; the rest look like ciphertext%s", errclass.WrongKey, v.given, v.evidence, force)
-	}
 	if v.pattern != 0 {
 		return fmt.Errorf("%w: under the old mapping only every %dth 512-byte sub-sector decrypts plausibly, as a wrong --old-sector-size or --old-iv-offset makes it%s", errclass.WrongKey, v.pattern, force)
 	}
