@@ -74,6 +74,9 @@ log=$(mktemp)
 start=$(date +%s)
 if ! go test -count=1 -v -timeout 40m ./tests/fault ./tests/vm >"$log" 2>&1; then
 	grep -vE '^=== (RUN|PAUSE|CONT)' "$log" | tail -400
+	# A failing seeded VM test prints the command that replays it; the
+	# tail may have cut it off, so it comes again here, last.
+	grep -E 'vm replay: ' "$log" || true
 	echo "FAILED: see above" >&2
 	exit 1
 fi

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -46,6 +47,7 @@ func TestCrashInterop(t *testing.T) {
 	start := time.Now()
 	seeds := crashSeeds(t)
 	t.Logf("seeds %v (rerun with CRYPTSHIFT_VM_SEED=%d)", seeds, seeds[0])
+	replayOnFailure(t, seeds[0])
 	// 64 KiB windows make each 8 MiB conversion a hundred and twenty-eight
 	// steps, several seconds in the guest, so a kill lands among them.
 	const window = 64 << 10
@@ -53,13 +55,22 @@ func TestCrashInterop(t *testing.T) {
 	// loaded host convert at varying speeds, so some kills land before the
 	// first header or after the end, and those states must recover too.
 	const maxDelay = 12 * time.Second
+	// Left to the delay alone, whether a kill ever lands in the middle of
+	// a conversion of each mode is luck. So in seed run i the case of mode
+	// i starts first and is stopped (SIGSTOP) once it reports a seeded
+	// window done, at most half of them: it is in progress, whatever the
+	// delay, when the kill comes. The other two start then, and the kill
+	// comes the seeded delay after them.
+	const windows = interopFSSize / window
 	xts := "aes-xts-plain64"
 	payload := interopPayload(3)
 
 	type seedRun struct {
-		seed  uint64
-		delay time.Duration
-		cases []*interopCase
+		seed    uint64
+		delay   time.Duration
+		cases   []*interopCase
+		stopped int // the case stopped in progress
+		stopAt  int // after this many windows
 	}
 	runs := make([]*seedRun, len(seeds))
 	for i, seed := range seeds {
@@ -72,12 +83,14 @@ func TestCrashInterop(t *testing.T) {
 			c.diskPath = sparseDisk(t, c.name+".img")
 			r.cases = append(r.cases, c)
 		}
+		r.stopped, r.stopAt = i%len(r.cases), 1+rng.IntN(windows/2)
 		runs[i] = r
 	}
 
 	var vmTime time.Duration
 	kills, passed, total := 0, 0, 0
 	outcomes := map[string]int{}
+	prevConsole := "" // of the boot that was killed with prev's conversions
 	for k := 0; k <= len(runs); k++ {
 		var prev, cur *seedRun
 		if k > 0 {
@@ -90,7 +103,7 @@ func TestCrashInterop(t *testing.T) {
 		payloadFiles(payload, files)
 		var disks []string
 		var script strings.Builder
-		script.WriteString(interopPrelude)
+		script.WriteString(interopPrelude + crashStop)
 		if prev != nil {
 			for _, c := range prev.cases {
 				c.dev = guestDisk(len(disks))
@@ -115,9 +128,14 @@ func TestCrashInterop(t *testing.T) {
 			for _, c := range cur.cases {
 				fmt.Fprintf(&script, "cat /tmp/log.%s\n", c.name)
 			}
+			sc := cur.cases[cur.stopped]
+			fmt.Fprintf(&script, "cryptshift convert %s > /dev/null 2> /tmp/prog.%s &\ncrash_stop %s %d $!\n",
+				sc.convertArgsWith("json --progress-interval 0"), sc.name, sc.name, cur.stopAt)
 			script.WriteString("echo CRASH-CONVERT-START\n")
-			for _, c := range cur.cases {
-				fmt.Fprintf(&script, "cryptshift convert %s > /dev/null 2>&1 &\n", c.convertArgs())
+			for i, c := range cur.cases {
+				if i != cur.stopped {
+					fmt.Fprintf(&script, "cryptshift convert %s > /dev/null 2>&1 &\n", c.convertArgs())
+				}
 			}
 			// Held so that the kill always comes from the host: a guest that
 			// finished first would power off cleanly and test no crash.
@@ -151,6 +169,9 @@ func TestCrashInterop(t *testing.T) {
 				if checkResumed(t, c, r, payload) {
 					passed++
 				}
+				if c == prev.cases[prev.stopped] {
+					checkStopped(t, c, r, prevConsole)
+				}
 				pre := ""
 				if r != nil {
 					pre = summarizePre(r.pre)
@@ -170,7 +191,10 @@ func TestCrashInterop(t *testing.T) {
 			if strings.Contains(res.Console, "CONVERSIONS-FINISHED") {
 				t.Logf("seed %d: all conversions finished before the kill (%v)", cur.seed, cur.delay.Round(time.Millisecond))
 			}
+			t.Logf("seed %d: %s stopped after window %d of %d, the others killed %v after their start",
+				cur.seed, cur.cases[cur.stopped].name, cur.stopAt, windows, cur.delay.Round(time.Millisecond))
 		}
+		prevConsole = res.Console
 	}
 	t.Logf("seeds %v: %d of %d interrupted conversions recovered and checked; %d boots, VM kills %d; outcomes %v; VM time %v, test %v",
 		seeds, passed, total, len(runs)+1, kills, outcomes, vmTime.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
@@ -242,4 +266,36 @@ func summarizePre(pre string) string {
 		s += fmt.Sprintf(", window %d in flight", *st.OpenWindow)
 	}
 	return s + ")"
+}
+
+// crashStop is the guest function that stops the case TestCrashInterop
+// keeps in progress.
+const crashStop = `crash_stop() { # CASE N PID: stop PID once its progress says N windows are done
+	while :; do
+		d=$(grep -o '"windows_done":[0-9]*' /tmp/prog.$1 2>/dev/null | tail -n 1 | tr -dc 0-9)
+		if [ -n "$d" ] && [ "$d" -ge $2 ]; then kill -STOP $3; echo "CRASH-STOPPED $1 $d"; return; fi
+		kill -0 $3 2>/dev/null || { echo "CRASH-STOP-MISSED $1"; return; }
+		sleep 0.1
+	done
+}
+`
+
+// checkStopped asserts on the case that was stopped in progress before the
+// kill: cryptshift had reported windows done, so the status before
+// recovery must show a conversion in progress.
+func checkStopped(t *testing.T, c *interopCase, r *caseReport, killed string) {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^CRASH-STOPPED ` + c.name + ` (\d+)$`).FindStringSubmatch(killed)
+	if m == nil {
+		t.Errorf("%s: the conversion exited before the window it was to be stopped at", c.name)
+		return
+	}
+	var st statusJSON
+	if r == nil || crashOutcome(r) != "header" || json.Unmarshal([]byte(r.pre), &st) != nil || st.State == "complete" {
+		pre := ""
+		if r != nil {
+			pre = r.pre
+		}
+		t.Errorf("%s: stopped after cryptshift reported %s windows done, yet the status after the kill is not a conversion in progress: %s", c.name, m[1], pre)
+	}
 }

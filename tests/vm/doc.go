@@ -37,6 +37,14 @@
 // acknowledged, as an OS crash would. Boot again with the same Disks to
 // inspect or recover.
 //
+// A crash state an assertion needs is forced, never left to the delay: the
+// guest prints the kill marker once the state is reached, and holds it there
+// (a suspended device-mapper device the conversion's next write blocks on, a
+// SIGSTOPped process), so that a failed assertion means cryptshift is wrong,
+// not that the kill came early or late. The seed places everything else.
+// A failing seeded test prints a "vm replay:" line with the command that
+// replays it; scripts/test.sh repeats those lines at the end of a failed run.
+//
 // When qemu, the kernel or busybox-static is missing, Run fails the test with a
 // message naming tests/vm/install-deps.sh; it never skips.
 package vm

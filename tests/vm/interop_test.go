@@ -80,7 +80,10 @@ func (c *interopCase) keys(rng *rand.Rand) {
 
 // convertArgs are the arguments of `cryptshift convert`, the same for the
 // first run and for every resume.
-func (c *interopCase) convertArgs() string {
+func (c *interopCase) convertArgs() string { return c.convertArgsWith("none") }
+
+// convertArgsWith is convertArgs with --progress set to progress.
+func (c *interopCase) convertArgsWith(progress string) string {
 	a := []string{"--old-cipher", c.oldCipher}
 	if c.oldCipher != "none" {
 		a = append(a, "--old-key-file", "/etc/vm/keys/"+c.name+".old")
@@ -99,7 +102,7 @@ func (c *interopCase) convertArgs() string {
 	a = append(a, "--window", strconv.Itoa(c.window),
 		"--data-size", strconv.Itoa(interopFSSize),
 		"--metadata-size", strconv.Itoa(interopMetaSize),
-		"--progress", "none", c.dev)
+		"--progress", progress, c.dev)
 	return strings.Join(a, " ")
 }
 

@@ -19,6 +19,7 @@ import (
 func TestKillKeepsSyncedWrites(t *testing.T) {
 	seed := testkit.VMSeed(t)
 	t.Logf("seed %d (the kill delay and the record contents derive from it; rerun with CRYPTSHIFT_VM_SEED)", seed)
+	replayOnFailure(t, seed)
 	rng := rand.New(rand.NewPCG(seed, 0))
 	const killAt = 30
 	delay := RandomDelay(rng, 0, 500*time.Millisecond)

@@ -125,15 +125,42 @@ lane_convert() {
 	# land in such runs, and resumes switch engines both ways.
 	kc=
 	if [ $mode = shift ] && [ $((BOOT % 2)) = 1 ]; then kc="--crypto kernel"; echo "KERNEL-CRYPTO $L $BOOT"; fi
+	# The boot's plan (bootPlan.script) may force this lane into a state
+	# for the kill to find.
+	eval plan=\${PLAN_$L:-free}
+	case $plan in
+	pre) dmsetup suspend $meta; echo "PRE-HEADER $L"; : > /tmp/reached.$L ;;
+	freeze:*) lane_freeze ${plan#freeze:} & ;;
+	esac
 	echo "CONVERT-START $L $(cut -d' ' -f1 /proc/uptime)"
-	stepq $L convert /tmp/conv.$L cryptshift convert --online $L --new-key-file $new --metadata $meta --window ` + strconv.Itoa(killWindow) + ` --resilience $mode $kc --progress plain $dev
+	# JSON progress, a line per window: lane_freeze watches windows_done.
+	stepq $L convert /tmp/conv.$L cryptshift convert --online $L --new-key-file $new --metadata $meta --window ` + strconv.Itoa(killWindow) + ` --resilience $mode $kc --progress json --progress-interval 0 $dev
+	# A conversion that fails before the kill says why (lane_final shows
+	# the output of the last boot's).
+	[ "$_r" = 0 ] || [ -n "$FINAL" ] || { grep -v '"state":"converting"' /tmp/conv.$L | sed "s/^/OUT $L /"; }
+	: > /tmp/ended.$L
 	echo "CONVERT-END $L $(cut -d' ' -f1 /proc/uptime)"
+}
+lane_freeze() { # N: suspend the metadata device once window N is reported done
+	while [ ! -e /tmp/ended.$L ]; do
+		d=$(grep -o '"windows_done":[0-9]*' /tmp/conv.$L 2>/dev/null | tail -n 1 | tr -dc 0-9)
+		if [ -n "$d" ] && [ "$d" -ge $1 ]; then
+			dmsetup suspend $meta
+			echo "FROZEN $L $d"
+			: > /tmp/reached.$L
+			return
+		fi
+		sleep 0.1
+	done
+	echo "FREEZE-MISSED $L"
+	: > /tmp/reached.$L
 }
 lane_final() {
 	kill -TERM $(cat /tmp/wpid.$L)
 	wait $(cat /tmp/wpid.$L)
 	cat /tmp/writer.$L
-	show $L OUT /tmp/conv.$L
+	grep -v '"state":"converting"' /tmp/conv.$L > /tmp/convout.$L
+	show $L OUT /tmp/convout.$L
 	stepq $L verify-final /tmp/v.$L cryptshift verify --online $L --old-key-file $old --new-key-file $new --metadata $meta $dev
 	show $L VERIFY /tmp/v.$L
 	step $L umount umount /mnt/$L
@@ -151,22 +178,21 @@ lane_final() {
 }
 `
 
-// runConverts converts every lane side by side and waits for the
-// conversions only: the writers run on.
-const runConverts = `cpids=
+// startConverts starts every lane's conversion side by side, in
+// $cpids; the writers run on.
+const startConverts = `cpids=
 for _spec in $LANES; do
 	( lane_vars $(echo $_spec | tr : ' '); lane_convert ) &
 	cpids="$cpids $!"
 done
-wait $cpids
 `
 
-// killBootScript is boot number boot of the chain; the last one (final)
-// converts to the end instead of being killed.
-func killBootScript(boot int, lanes string, final bool) string {
+// killBootScript is boot number boot of the chain, killed as plan says;
+// the last one (plan nil) converts to the end instead of being killed.
+func killBootScript(boot int, lanes string, plan *bootPlan) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, ". /etc/vm/lib.sh\n. /etc/vm/kill.sh\nBOOT=%d\nLANES=%q\n", boot, lanes)
-	if final {
+	if plan == nil {
 		b.WriteString("FINAL=1\n")
 	}
 	b.WriteString("mkdir -p /etc/cryptshift\n: > /etc/cryptshift/cryptshifttab\neach lane_setup\ndmsetup mknodes\n")
@@ -177,28 +203,62 @@ func killBootScript(boot int, lanes string, final bool) string {
 		b.WriteString("each lane_after_crash\n")
 	}
 	b.WriteString("each lane_writer\nsleep 1\n")
-	if final {
-		b.WriteString(runConverts + "each lane_final\necho KILL-LANES-DONE\n")
+	if plan == nil {
+		b.WriteString(startConverts + "wait $cpids\neach lane_final\necho KILL-LANES-DONE\n")
 		return b.String()
 	}
-	b.WriteString("echo KILL-POINT-REACHED\n" + runConverts + "echo CONVERSIONS-FINISHED\nsleep 100000\n")
+	b.WriteString(plan.script())
+	b.WriteString("echo " + triggerStart + "\n" + startConverts)
+	b.WriteString(`if [ -n "$PLANNED" ]; then
+	for _l in $PLANNED; do while [ ! -e /tmp/reached.$_l ]; do sleep 0.1; done; done
+	echo ` + triggerPlan + `
+fi
+wait $cpids
+echo ` + triggerFinished + `
+sleep 100000
+`)
 	return b.String()
 }
 
+// issue17Seed is the seed of the run issue 17 reports: a lane completed,
+// restarted, was killed, completed again, and the last boot's rerun of
+// the finished conversion was refused.
+const issue17Seed = 1796156411964381375
+
 // TestOnlineCLIKill is issue 5, scenario 2: online conversions through the
 // CLI (journal, checksum and shift side by side, each under a mounted ext4
-// with a writer logging acknowledged fsyncs) with the VM killed at a seeded
-// random moment after they start, again and again on the same disks. After
-// each kill: `recover --all` with the table file the script writes, mount,
-// every acknowledged fsync's file holds its content, the ballast is intact,
-// `verify --online` is clean, and the conversion resumes. The last boot
-// converts to the end and checks as scenario 1 does.
+// with a writer logging acknowledged fsyncs) with the VM killed again and
+// again on the same disks, as killPlans lays out: at seeded moments, and in
+// the states every chain must cover (before a header, after a restart,
+// with --crypto kernel). After each kill: `recover --all` with the table
+// file the script writes, mount, every acknowledged fsync's file holds its
+// content, the ballast is intact, `verify --online` is clean, the lanes
+// the plan forced are in the state it forced, and the conversion resumes.
+// The last boot converts to the end and checks as scenario 1 does.
+//
+// "seeded" is a new chain each run (CRYPTSHIFT_VM_SEED replays one);
+// "issue17" always runs issue 17's seed with every conversion complete
+// before the last boot, so that boot reruns finished conversions.
 func TestOnlineCLIKill(t *testing.T) {
-	start := time.Now()
 	seed := testkit.VMSeed(t)
-	boots := (*vmKills + len(killLanes) - 1) / len(killLanes)
-	t.Logf("seed %d (rerun with CRYPTSHIFT_VM_SEED=%d); %d VM kills, each interrupting %d conversions", seed, seed, boots, len(killLanes))
+	boots := max((*vmKills+len(killLanes)-1)/len(killLanes), 2)
+	t.Run("seeded", func(t *testing.T) {
+		replayOnFailure(t, seed)
+		runKillChain(t, seed, boots, false)
+	})
+	t.Run("issue17", func(t *testing.T) {
+		replayOnFailure(t, issue17Seed)
+		runKillChain(t, issue17Seed, 3, true)
+	})
+}
+
+// runKillChain boots the chain of kills plans derive from seed, then the
+// final boot.
+func runKillChain(t *testing.T, seed uint64, boots int, finishLast bool) {
+	start := time.Now()
 	rng := rand.New(rand.NewPCG(seed, 0x6b696c6c))
+	plans := killPlans(rng, boots, finishLast)
+	t.Logf("seed %d (rerun with CRYPTSHIFT_VM_SEED=%d); %d VM kills, each interrupting %d conversions", seed, seed, boots, len(killLanes))
 	files, _, _ := cliKeys()
 	files["/etc/vm/kill.sh"] = []byte(killLib)
 	var disks, specs []string
@@ -209,18 +269,22 @@ func TestOnlineCLIKill(t *testing.T) {
 	lanes := strings.Join(specs, " ")
 
 	var vmTime time.Duration
-	kills, kernelKills := 0, 0
+	kills := 0
+	var cov killCoverage
 	progress := map[string][]string{}
-	fresh, nextGen, workarounds := 0, 0, 0
+	workarounds := 0
 	var recoverFailures []string
+	var prev *Result // the boot before this one: its plan is checked now
 	for boot := 0; boot <= boots; boot++ {
 		final := boot == boots
-		cfg := Config{Image: cliImage, Disks: disks, Files: files, Script: killBootScript(boot, lanes, final), Timeout: 4 * time.Minute,
-			ConsoleFile: cliConsole(fmt.Sprintf("kill-boot%02d", boot))}
-		var delay time.Duration
+		var plan *bootPlan
 		if !final {
-			delay = RandomDelay(rng, 200*time.Millisecond, 9*time.Second)
-			cfg.KillOn, cfg.KillAfter = "KILL-POINT-REACHED", delay
+			plan = &plans[boot]
+		}
+		cfg := Config{Image: cliImage, Disks: disks, Files: files, Script: killBootScript(boot, lanes, plan), Timeout: 4 * time.Minute,
+			ConsoleFile: cliConsole(fmt.Sprintf("kill-%s-boot%02d", strings.ReplaceAll(t.Name(), "/", "-"), boot))}
+		if !final {
+			cfg.KillOn, cfg.KillAfter = plan.trigger, plan.delay
 		} else {
 			cfg.Timeout = 8 * time.Minute
 		}
@@ -236,26 +300,22 @@ func TestOnlineCLIKill(t *testing.T) {
 				recoverFailures = append(recoverFailures, fmt.Sprintf("boot %d: recover --all exited %v:\n%s", boot, c,
 					recOut))
 			}
-			nextGen += strings.Count(res.Console, "\nNEXT-GEN ")
+			found := map[string]laneFound{}
 			for _, l := range killLanes {
 				activated := regexp.MustCompile(`(?m)^RECOVER all Activated ` + l + `: `).MatchString(res.Console)
 				worked := regexp.MustCompile(`(?m)^WORKAROUND ` + l + `$`).MatchString(res.Console)
-				isFresh := regexp.MustCompile(`(?m)^FRESH ` + l + `$`).MatchString(res.Console)
+				f := foundAfterKill(res.Console, l)
+				found[l] = f
 				switch {
 				case worked:
 					workarounds++
-				case isFresh:
-					fresh++
+				case f.fresh:
 				case !activated:
 					t.Errorf("boot %d, %s: recover --all neither activated the device nor found it without a header", boot, l)
 				}
-				if m := regexp.MustCompile(`(?m)^PROGRESS ` + l + ` "state":"(\w+)","windows_done":(\d+),$`).FindStringSubmatch(res.Console); m != nil {
-					progress[l] = append(progress[l], m[2]+" "+m[1])
-				} else {
-					progress[l] = append(progress[l], "no header")
-				}
+				progress[l] = append(progress[l], f.String())
 				steps := []string{"mount", "check", "ballast"}
-				if !isFresh {
+				if !f.fresh {
 					steps = append(steps, "verify")
 				}
 				for _, s := range steps {
@@ -264,6 +324,8 @@ func TestOnlineCLIKill(t *testing.T) {
 					}
 				}
 			}
+			checkPlan(t, boot-1, plans[boot-1], prev, found)
+			cov.add(prev.Console, found)
 		}
 		if final {
 			if !strings.Contains(res.Console, "KILL-LANES-DONE") {
@@ -287,9 +349,6 @@ func TestOnlineCLIKill(t *testing.T) {
 			t.Fatalf("boot %d was not killed", boot)
 		}
 		kills++
-		if regexp.MustCompile(`(?m)^KERNEL-CRYPTO shift `).MatchString(res.Console) {
-			kernelKills++
-		}
 		if boot == 0 {
 			for _, l := range killLanes {
 				for _, s := range []string{"mkfs", "mount"} {
@@ -297,10 +356,11 @@ func TestOnlineCLIKill(t *testing.T) {
 				}
 			}
 		}
-		t.Logf("boot %d: killed %v after the conversions started (boot %v, total %v)", boot, delay.Round(time.Millisecond), res.BootTime.Round(time.Millisecond), res.Duration.Round(time.Millisecond))
+		t.Logf("boot %d: %v (boot %v, total %v)", boot, plan, res.BootTime.Round(time.Millisecond), res.Duration.Round(time.Millisecond))
 		if t.Failed() {
 			t.FailNow()
 		}
+		prev = res
 	}
 	for _, l := range killLanes {
 		t.Logf("%s: progress found after each kill: %v", l, progress[l])
@@ -309,11 +369,8 @@ func TestOnlineCLIKill(t *testing.T) {
 		t.Errorf("`cryptshift recover --all` failed after %d of %d kills; %d devices were activated by the test's workaround instead. First:\n%s",
 			len(recoverFailures), kills, workarounds, recoverFailures[0])
 	}
-	if kills >= 2 && kernelKills == 0 {
-		t.Errorf("no kill landed in a run with --crypto kernel")
-	}
-	t.Logf("seed %d: VM kills %d, interrupted conversions %d (%d before any header, %d lanes restarted after completing, %d with --crypto kernel); VM time %v, test %v",
-		seed, kills, kills*len(killLanes), fresh, nextGen, kernelKills, vmTime.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
-	fmt.Printf("vm online CLI kill summary: seed %d, VM kills %d, interrupted conversions %d (%d with kernel crypto), VM time %v\n",
-		seed, kills, kills*len(killLanes), kernelKills, vmTime.Round(time.Millisecond))
+	t.Logf("seed %d: VM kills %d, interrupted conversions %d (%v); VM time %v, test %v",
+		seed, kills, kills*len(killLanes), cov, vmTime.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+	fmt.Printf("vm online CLI kill summary: %s seed %d, VM kills %d, interrupted conversions %d (%v), VM time %v\n",
+		t.Name(), seed, kills, kills*len(killLanes), cov, vmTime.Round(time.Millisecond))
 }
