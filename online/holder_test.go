@@ -26,6 +26,7 @@ type fakeDM struct {
 	disk  map[uint64]string // window start sector -> "old", "new", "flux"
 	win   uint64            // window size, sectors
 	fail  map[string]error  // op prefix -> error to return
+	sizes map[string]uint64 // backing device -> sectors; absent: 1 << 30
 }
 
 type fakeDev struct {
@@ -35,7 +36,7 @@ type fakeDev struct {
 }
 
 func newFakeDM(t *testing.T) *fakeDM {
-	return &fakeDM{t: t, devs: map[string]*fakeDev{}, disk: map[uint64]string{}, fail: map[string]error{}}
+	return &fakeDM{t: t, devs: map[string]*fakeDev{}, disk: map[uint64]string{}, fail: map[string]error{}, sizes: map[string]uint64{}}
 }
 
 func (f *fakeDM) add(name string, live []dm.Target) {
@@ -147,6 +148,13 @@ func (f *fakeDM) info(name string) (dm.DevInfo, error) {
 	fmt.Sscanf(d.devno, "%d:%d", &maj, &min)
 	return dm.DevInfo{Exists: true, Name: name, Suspended: d.suspended, OpenCount: f.openCount(name), Major: maj, Minor: min,
 		TargetCount: len(d.live), LiveTable: d.live != nil, Inactive: d.inactive != nil}, nil
+}
+
+func (f *fakeDM) devSize(devno string) (uint64, error) {
+	if n, ok := f.sizes[devno]; ok {
+		return n, nil
+	}
+	return 1 << 30, nil
 }
 
 func (f *fakeDM) table(name string) ([]dm.Target, error) {
