@@ -286,11 +286,11 @@ func (o *Online) Hold(w uint64, start, length int64) error {
 	}
 	holdDev := fmt.Sprintf("%d:%d", inf.Major, inf.Minor)
 	if err := o.ctl.load(o.name, o.l.table(o.conv, win, holdDev)); err != nil {
-		return err
+		return o.explainFailure(err, false)
 	}
 	t0 := time.Now()
 	if err := o.ctl.suspend(o.name, dm.NoFlush|dm.SkipLockfs); err != nil {
-		return err
+		return o.explainFailure(err, true)
 	}
 	if err := o.ctl.resume(o.name, dm.NoFlush|dm.SkipLockfs); err != nil {
 		return err

@@ -27,6 +27,9 @@ type fakeDM struct {
 	win   uint64            // window size, sectors
 	fail  map[string]error  // op prefix -> error to return
 	sizes map[string]uint64 // backing device -> sectors; absent: 1 << 30
+	// onOp, when set, runs before each op: a neighbour acting between
+	// the holder's check and its ioctl.
+	onOp func(op string)
 }
 
 type fakeDev struct {
@@ -45,6 +48,9 @@ func (f *fakeDM) add(name string, live []dm.Target) {
 }
 
 func (f *fakeDM) op(s string) error {
+	if f.onOp != nil {
+		f.onOp(s)
+	}
 	f.ops = append(f.ops, s)
 	for p, err := range f.fail {
 		if strings.HasPrefix(s, p) {
@@ -95,6 +101,9 @@ func (f *fakeDM) load(name string, table []dm.Target) error {
 func (f *fakeDM) suspend(name string, fl dm.SuspendFlags) error {
 	if err := f.op("suspend " + name + " " + flagStr(fl)); err != nil {
 		return err
+	}
+	if f.devs[name].suspended {
+		return errors.New("EINVAL") // as the kernel answers a second suspend
 	}
 	f.devs[name].suspended = true
 	return nil

@@ -53,6 +53,23 @@ func (o *Online) checkNeighbours() error {
 	if o.unknown != nil {
 		return o.unknown
 	}
+	return o.neighbourChange(false)
+}
+
+// explainFailure is called when an ioctl on Name failed in Hold: a
+// neighbour's change between checkNeighbours and that ioctl (a suspend that
+// completed once the previous window's flush went through, say) makes the
+// kernel refuse ours, with EINVAL for a second suspend. If so, that is the
+// error, and it is an interference (Abort leaves Name alone). loaded says
+// Name's inactive table is cryptshift's own.
+func (o *Online) explainFailure(err error, loaded bool) error {
+	if why := o.neighbourChange(loaded); why != nil {
+		return fmt.Errorf("%w (%v)", why, err)
+	}
+	return err
+}
+
+func (o *Online) neighbourChange(loaded bool) error {
 	inf, err := o.ctl.info(o.name)
 	if err != nil {
 		return fmt.Errorf("online: %w", err)
@@ -62,7 +79,7 @@ func (o *Online) checkNeighbours() error {
 		return o.interfered("was removed (cryptsetup close or dmsetup remove?)")
 	case inf.Suspended:
 		return o.interfered("is suspended (dmsetup suspend?)")
-	case inf.Inactive:
+	case inf.Inactive && !loaded:
 		return o.interfered("has an inactive table cryptshift did not load (dmsetup reload?)")
 	}
 	live, err := o.ctl.table(o.name)

@@ -120,3 +120,35 @@ func TestTableChangeNamesNoKey(t *testing.T) {
 		t.Fatal("an unchanged table reported as changed")
 	}
 }
+
+// A neighbour's suspend that lands between the check and the holder's own
+// suspend (it waited for the previous window's flush) makes the kernel
+// refuse the holder's: that is reported as the neighbour's change, and
+// the abort does not resume the device they suspended.
+func TestOnlineNeighbourSuspendRacesTheHold(t *testing.T) {
+	f, o := setup(t, 4, 64)
+	convert(t, f, o, []uint64{0})
+	f.onOp = func(op string) {
+		if op == "suspend data noflush,skiplockfs" {
+			f.devs["data"].suspended = true
+			f.onOp = nil
+		}
+	}
+	err := o.Hold(1, 64*512, 64*512)
+	o.Abort(1, 64*512, 64*512, err)
+	if !errors.Is(err, errInterfered) || !errors.Is(err, errclass.Device) || !strings.Contains(err.Error(), "is suspended") {
+		t.Fatalf("hold error %v does not name the neighbour's suspend", err)
+	}
+	if !f.devs["data"].suspended {
+		t.Fatal("the holder resumed a device someone else suspended")
+	}
+	n := len(f.ops)
+	if err := o.Settle(); err == nil || len(f.ops) != n {
+		t.Fatalf("settle after the change: %v, ops %v", err, f.ops[n:])
+	}
+	// When the neighbour resumes, the table the holder loaded goes live:
+	// it serves every window with the mapping the disk holds.
+	d := f.devs["data"]
+	d.live, d.inactive, d.suspended = d.inactive, nil, false
+	f.check()
+}

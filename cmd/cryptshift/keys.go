@@ -92,7 +92,10 @@ func readKeyFile(ks *keyFiles, flag, path string) ([]byte, error) {
 	if st.IsDir() {
 		return nil, usageErr("--%s %s is a directory, not a key file", flag, path)
 	}
-	warnLooseKeyFile(ks.warn, path, st)
+	if os.Getenv(onlineWorkerEnv) == "" {
+		// The guard in front of an online worker already said so.
+		warnLooseKeyFile(ks.warn, path, st)
+	}
 	key, err := readSecret(f, maxKeyFile)
 	if err != nil {
 		return nil, usageErr("--%s: read %s: %v", flag, path, err)
