@@ -12,6 +12,8 @@ type control interface {
 	remove(name string) error
 	info(name string) (dm.DevInfo, error)
 	table(name string) ([]dm.Target, error)
+	// devSize is the size in sectors of the block device "major:minor".
+	devSize(devno string) (uint64, error)
 }
 
 // sysControl is the kernel's device-mapper.
@@ -26,3 +28,4 @@ func (sysControl) resume(name string, f dm.SuspendFlags) error  { return dm.Resu
 func (sysControl) remove(name string) error                     { return dm.Remove(name) }
 func (sysControl) info(name string) (dm.DevInfo, error)         { return dm.Info(name) }
 func (sysControl) table(name string) ([]dm.Target, error)       { return dm.Table(name) }
+func (sysControl) devSize(devno string) (uint64, error)         { return blockDevSize("/sys", devno) }

@@ -63,6 +63,11 @@ type Online struct {
 	held    *heldWindow
 	aborted error
 	stats   []WindowStat
+	// last is Name's live table as cryptshift last left it, devSize the
+	// backing device's size then (checkNeighbours).
+	last    []dm.Target
+	devSize uint64
+	unknown error // why last could not be read
 }
 
 type heldWindow struct {
@@ -135,6 +140,9 @@ func newOnline(ctl control, cfg OnlineConfig) (*Online, error) {
 	}
 	o.holds = holdNames(cfg.Name)
 	if err := o.clearStale(o.holds[:]); err != nil {
+		return nil, err
+	}
+	if err := o.remember(); err != nil {
 		return nil, err
 	}
 	return o, nil
@@ -239,6 +247,9 @@ func (o *Online) Hold(w uint64, start, length int64) error {
 	if o.held != nil {
 		return fmt.Errorf("online: hold of window %d while window %d is held", w, o.held.w)
 	}
+	if err := o.checkNeighbours(); err != nil {
+		return err
+	}
 	win, err := o.span(start, length)
 	if err != nil {
 		return err
@@ -275,16 +286,19 @@ func (o *Online) Hold(w uint64, start, length int64) error {
 	}
 	holdDev := fmt.Sprintf("%d:%d", inf.Major, inf.Minor)
 	if err := o.ctl.load(o.name, o.l.table(o.conv, win, holdDev)); err != nil {
-		return err
+		return o.explainFailure(err, false)
 	}
 	t0 := time.Now()
 	if err := o.ctl.suspend(o.name, dm.NoFlush|dm.SkipLockfs); err != nil {
-		return err
+		return o.explainFailure(err, true)
 	}
 	if err := o.ctl.resume(o.name, dm.NoFlush|dm.SkipLockfs); err != nil {
 		return err
 	}
 	swap := time.Since(t0)
+	// An error here only stops the next Hold (checkNeighbours); this
+	// window goes on, since Name routes it to hold now.
+	_ = o.remember()
 	// From here Name routes the window to hold: if suspending it fails, the
 	// window is still served with the old mapping and nothing was written.
 	o.held = &heldWindow{w: w, s: win, hold: hold, swap: swap}
@@ -338,6 +352,12 @@ func (o *Online) Abort(w uint64, start, length int64, cause error) {
 	defer o.mu.Unlock()
 	o.aborted = fmt.Errorf("window %d: %w", w, cause)
 	hw := o.held
+	if errors.Is(cause, errInterfered) {
+		// Hold refused before touching anything: Name is as the neighbour
+		// left it, and stays so.
+		o.logf("cryptshift: STOPPED before window %d: %v", w, cause)
+		return
+	}
 	if hw == nil || hw.w != w {
 		// Hold failed before Name routed the window elsewhere: it is still
 		// served with the old mapping, and the engine wrote nothing to it.
@@ -399,6 +419,9 @@ func (o *Online) settle() error {
 	}
 	if o.held != nil {
 		return fmt.Errorf("online: window %d is still held", o.held.w)
+	}
+	if err := o.checkNeighbours(); err != nil {
+		return err
 	}
 	if err := o.ctl.load(o.name, o.l.table(o.conv, span{}, "")); err != nil {
 		return err

@@ -26,6 +26,10 @@ type fakeDM struct {
 	disk  map[uint64]string // window start sector -> "old", "new", "flux"
 	win   uint64            // window size, sectors
 	fail  map[string]error  // op prefix -> error to return
+	sizes map[string]uint64 // backing device -> sectors; absent: 1 << 30
+	// onOp, when set, runs before each op: a neighbour acting between
+	// the holder's check and its ioctl.
+	onOp func(op string)
 }
 
 type fakeDev struct {
@@ -35,7 +39,7 @@ type fakeDev struct {
 }
 
 func newFakeDM(t *testing.T) *fakeDM {
-	return &fakeDM{t: t, devs: map[string]*fakeDev{}, disk: map[uint64]string{}, fail: map[string]error{}}
+	return &fakeDM{t: t, devs: map[string]*fakeDev{}, disk: map[uint64]string{}, fail: map[string]error{}, sizes: map[string]uint64{}}
 }
 
 func (f *fakeDM) add(name string, live []dm.Target) {
@@ -44,6 +48,9 @@ func (f *fakeDM) add(name string, live []dm.Target) {
 }
 
 func (f *fakeDM) op(s string) error {
+	if f.onOp != nil {
+		f.onOp(s)
+	}
 	f.ops = append(f.ops, s)
 	for p, err := range f.fail {
 		if strings.HasPrefix(s, p) {
@@ -94,6 +101,9 @@ func (f *fakeDM) load(name string, table []dm.Target) error {
 func (f *fakeDM) suspend(name string, fl dm.SuspendFlags) error {
 	if err := f.op("suspend " + name + " " + flagStr(fl)); err != nil {
 		return err
+	}
+	if f.devs[name].suspended {
+		return errors.New("EINVAL") // as the kernel answers a second suspend
 	}
 	f.devs[name].suspended = true
 	return nil
@@ -147,6 +157,13 @@ func (f *fakeDM) info(name string) (dm.DevInfo, error) {
 	fmt.Sscanf(d.devno, "%d:%d", &maj, &min)
 	return dm.DevInfo{Exists: true, Name: name, Suspended: d.suspended, OpenCount: f.openCount(name), Major: maj, Minor: min,
 		TargetCount: len(d.live), LiveTable: d.live != nil, Inactive: d.inactive != nil}, nil
+}
+
+func (f *fakeDM) devSize(devno string) (uint64, error) {
+	if n, ok := f.sizes[devno]; ok {
+		return n, nil
+	}
+	return 1 << 30, nil
 }
 
 func (f *fakeDM) table(name string) ([]dm.Target, error) {

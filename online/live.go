@@ -138,6 +138,9 @@ func openTarget(req Request, create bool) (engine.Target, []dm.Target, func(bool
 	if err != nil {
 		return engine.Target{}, nil, nil, fmt.Errorf("%w: %w", errclass.Device, err)
 	}
+	if err := checkMetadataPlace(req.Metadata, name, devno); err != nil {
+		return engine.Target{}, nil, nil, err
+	}
 	for _, t := range live {
 		seg, err := dm.ParseSegment(t)
 		if err != nil {

@@ -34,6 +34,7 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 func run(args []string, stdout, stderr io.Writer) int {
 	app := newApp(stdout, &syncWriter{w: stderr})
 	err := app.Run(args)
+	keysOf(app).wipe()
 	if err == nil {
 		return exitOK
 	}
@@ -79,6 +80,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 	for _, cmd := range app.Commands {
 		cmd.OnUsageError = onUsageError
 	}
+	app.Metadata = map[string]any{keyFilesMeta: &keyFiles{warn: stderr}}
 	return app
 }
 

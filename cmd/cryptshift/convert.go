@@ -25,7 +25,8 @@ func convertCommand(stderr io.Writer) *cli.Command {
 		Description: "Rewrites the data on DEVICE from the old mapping to the new one. Ctrl-C (SIGINT),\n" +
 			"SIGTERM or SIGHUP pauses after the current window; run the same command again to resume.\n" +
 			"Key files hold raw key bytes, as `cryptsetup open --type plain --key-file` reads them.",
-		Flags: append(append(convertFlags(), onlineFlags()...), metricsFileFlag()),
+		Flags:  append(append(convertFlags(), onlineFlags()...), metricsFileFlag()),
+		Before: protectKeys,
 		Action: func(c *cli.Context) error {
 			return convertAction(c, stderr)
 		},

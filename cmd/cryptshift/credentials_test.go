@@ -22,19 +22,19 @@ func TestKeyFileFromCredentials(t *testing.T) {
 	}
 
 	t.Setenv(credentialsEnv, creds)
-	if got, err := readKeyFile("new-key-file", "new.key"); err != nil || !bytes.Equal(got, key) {
+	if got, err := readKeyFile(testKeyFiles(t), "new-key-file", "new.key"); err != nil || !bytes.Equal(got, key) {
 		t.Errorf("credential new.key: %x, %v", got, err)
 	}
 	// An absolute path stays what it says.
-	if got, err := readKeyFile("old-key-file", other); err != nil || !bytes.Equal(got, []byte{1, 2, 3}) {
+	if got, err := readKeyFile(testKeyFiles(t), "old-key-file", other); err != nil || !bytes.Equal(got, []byte{1, 2, 3}) {
 		t.Errorf("absolute path under credentials: %x, %v", got, err)
 	}
 	for _, bad := range []string{"../new.key", "a/../../x"} {
-		if _, err := readKeyFile("new-key-file", bad); !errors.Is(err, errclass.Usage) {
+		if _, err := readKeyFile(testKeyFiles(t), "new-key-file", bad); !errors.Is(err, errclass.Usage) {
 			t.Errorf("%q: %v, want a usage error", bad, err)
 		}
 	}
-	if _, err := readKeyFile("new-key-file", "missing.key"); !errors.Is(err, errclass.Usage) {
+	if _, err := readKeyFile(testKeyFiles(t), "new-key-file", "missing.key"); !errors.Is(err, errclass.Usage) {
 		t.Errorf("missing credential: %v, want a usage error", err)
 	}
 
@@ -42,7 +42,7 @@ func TestKeyFileFromCredentials(t *testing.T) {
 	// directory, as always.
 	t.Setenv(credentialsEnv, "")
 	t.Chdir(creds)
-	if got, err := readKeyFile("new-key-file", "new.key"); err != nil || !bytes.Equal(got, key) {
+	if got, err := readKeyFile(testKeyFiles(t), "new-key-file", "new.key"); err != nil || !bytes.Equal(got, key) {
 		t.Errorf("relative path without credentials: %x, %v", got, err)
 	}
 }
@@ -69,6 +69,9 @@ func TestConvertWithCredentials(t *testing.T) {
 		"--data-size", "4M", "--metadata-size", "2M", "--window", "1M", "--progress", "plain", img}, &out, &errOut)
 	if code != 0 {
 		t.Fatalf("convert: exit %d\n%s", code, errOut.String())
+	}
+	for _, l := range keyLeaks(dir, os.Environ(), nil, out.String(), errOut.String()) {
+		t.Error(l)
 	}
 	if !bytes.Equal(decrypted(t, img, 4<<20, testKey(2)), plain) {
 		t.Error("the data does not decrypt under the credential new.key")

@@ -69,13 +69,35 @@ type result struct {
 
 func (c *runner) run(env []string, args ...string) result {
 	c.t.Helper()
+	cmd, so, se := c.startEnv(env, args...)
+	return c.wait(cmd, args, so, se)
+}
+
+// startEnv starts the binary with the test's environment plus env.
+func (c *runner) startEnv(env []string, args ...string) (*exec.Cmd, *bytes.Buffer, *bytes.Buffer) {
+	c.t.Helper()
 	cmd := exec.Command(c.bin, args...)
 	// JOURNAL_STREAM from a test runner under systemd must not change
 	// the progress mode these tests expect.
 	cmd.Env = append(filterEnv(os.Environ(), "JOURNAL_STREAM", hookInterruptAfter, hookKillAfter), env...)
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
-	err := cmd.Run()
+	if err := cmd.Start(); err != nil {
+		c.t.Fatalf("start %v: %v", args, err)
+	}
+	return cmd, &so, &se
+}
+
+// wait waits for a started binary and checks that nothing it was given
+// or produced holds a key (leak_test.go).
+func (c *runner) wait(cmd *exec.Cmd, args []string, so, se *bytes.Buffer) result {
+	c.t.Helper()
+	return c.waited(cmd, cmd.Wait(), args, so, se)
+}
+
+// waited is wait for a process already waited for, with err from Wait.
+func (c *runner) waited(cmd *exec.Cmd, err error, args []string, so, se *bytes.Buffer) result {
+	c.t.Helper()
 	code := 0
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
@@ -83,6 +105,7 @@ func (c *runner) run(env []string, args ...string) result {
 	} else if err != nil {
 		c.t.Fatalf("run %v: %v", args, err)
 	}
+	c.checkNoKeyLeak(args, cmd.Env, so.String(), se.String())
 	return result{so.String(), se.String(), code}
 }
 
@@ -115,6 +138,9 @@ func filterEnv(env []string, drop ...string) []string {
 func (c *runner) file(name string, b []byte) string {
 	c.t.Helper()
 	p := filepath.Join(c.dir, name)
+	if strings.Contains(name, "key") {
+		registerKey(b)
+	}
 	if err := os.WriteFile(p, b, 0o600); err != nil {
 		c.t.Fatal(err)
 	}
@@ -126,6 +152,7 @@ func testKey(seed byte) []byte {
 	for i := range k {
 		k[i] = seed ^ byte(i*13)
 	}
+	registerKey(k)
 	return k
 }
 

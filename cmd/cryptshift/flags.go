@@ -97,7 +97,7 @@ func side(c *cli.Context, name string) (engine.Side, error) {
 		v := c.Bool(name + "-iv-large-sectors")
 		s.IVLargeSectors = &v
 	}
-	key, err := readKeyFile(name+"-key-file", c.String(name+"-key-file"))
+	key, err := readKeyFile(keyStore(c), name+"-key-file", c.String(name+"-key-file"))
 	if err != nil {
 		return s, err
 	}
@@ -107,10 +107,10 @@ func side(c *cli.Context, name string) (engine.Side, error) {
 
 // keys reads --old-key-file and --new-key-file.
 func keys(c *cli.Context) (oldKey, newKey []byte, err error) {
-	if oldKey, err = readKeyFile("old-key-file", c.String("old-key-file")); err != nil {
+	if oldKey, err = readKeyFile(keyStore(c), "old-key-file", c.String("old-key-file")); err != nil {
 		return nil, nil, err
 	}
-	if newKey, err = readKeyFile("new-key-file", c.String("new-key-file")); err != nil {
+	if newKey, err = readKeyFile(keyStore(c), "new-key-file", c.String("new-key-file")); err != nil {
 		return nil, nil, err
 	}
 	return oldKey, newKey, nil

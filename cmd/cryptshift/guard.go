@@ -46,8 +46,7 @@ func guardOnline(c *cli.Context, stderr io.Writer, name, dev string) error {
 	if err != nil {
 		return fmt.Errorf("online: find own executable: %w", err)
 	}
-	cmd := exec.Command(exe, os.Args[1:]...)
-	cmd.Env = append(os.Environ(), onlineWorkerEnv+"=1")
+	cmd := workerCommand(exe, os.Args[1:], os.Environ())
 	// The process's own files, not the app's writers: the worker decides
 	// from them whether it draws a progress bar on a terminal.
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
@@ -103,6 +102,17 @@ func healOnline(c *cli.Context, name, dev string) (string, error) {
 		return "", err
 	}
 	return online.Heal(c.Context, onlineRequest(c, c.App.ErrWriter, name, dev, 0, cfg), cfg)
+}
+
+// workerCommand is the online worker: the guard's own arguments and
+// environment, plus the worker mark, and nothing else. Keys never travel
+// this way: argv and the environment are readable by other processes
+// (/proc/PID/cmdline is world-readable, environ to the same user); the
+// worker reads the key files itself, as the guard would.
+func workerCommand(exe string, args, env []string) *exec.Cmd {
+	cmd := exec.Command(exe, args...)
+	cmd.Env = append(append([]string(nil), env...), onlineWorkerEnv+"=1")
+	return cmd
 }
 
 // exitCodeError carries a worker's exit status through the guard.

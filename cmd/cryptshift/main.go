@@ -8,5 +8,6 @@ import "os"
 
 func main() {
 	ignoreSIGPIPE()
+	hardenProcess = true
 	os.Exit(run(os.Args, os.Stdout, os.Stderr))
 }

@@ -240,6 +240,9 @@ func TestConvertMetricsFile(t *testing.T) {
 	if code := run(args, &out, &errOut); code != 0 {
 		t.Fatalf("convert: exit %d\n%s", code, errOut.String())
 	}
+	for _, l := range keyLeaks(dir, args, nil, out.String(), errOut.String()) {
+		t.Error(l)
+	}
 	fams := parseMetrics(t, prom)
 	d := map[string]string{"device": img}
 	if got := mustMetric(t, fams, "cryptshift_conversion_state", map[string]string{"device": img, "state": "complete"}); got != 1 {

@@ -19,6 +19,7 @@ func recoverCommand(stderr io.Writer) *cli.Command {
 		Name:      "recover",
 		Usage:     "finish or roll back the window a crash interrupted, leaving the conversion paused; with --activate or --all, also set up the device-mapper device",
 		ArgsUsage: "DEVICE",
+		Before:    protectKeys,
 		Description: "Needs both keys: recovery state is authenticated with them, so a forged header cannot\n" +
 			"make recovery write anything. Running it twice is harmless.\n\n" +
 			"--activate NAME creates device-mapper device NAME serving the data with the table that\n" +
@@ -150,10 +151,10 @@ func recoverAll(c *cli.Context, tab string, wait time.Duration) error {
 				time.Sleep(100 * time.Millisecond)
 			}
 		}
-		oldKey, err := readTabKey(e.oldKeyFile)
+		oldKey, err := readTabKey(c, e.oldKeyFile)
 		if err == nil {
 			var newKey []byte
-			if newKey, err = readTabKey(e.newKeyFile); err == nil {
+			if newKey, err = readTabKey(c, e.newKeyFile); err == nil {
 				err = recoverOne(c, recoverJob{name: e.name, dev: e.device, meta: e.metadata, oldKey: oldKey, newKey: newKey})
 			}
 		}
@@ -172,12 +173,12 @@ func recoverAll(c *cli.Context, tab string, wait time.Duration) error {
 	return nil
 }
 
-func readTabKey(path string) ([]byte, error) {
+func readTabKey(c *cli.Context, path string) ([]byte, error) {
 	if path == "-" {
 		return nil, nil
 	}
 	if path == "" {
 		return nil, errors.New("no key file")
 	}
-	return readKeyFile("key-file", path)
+	return readKeyFile(keyStore(c), "key-file", path)
 }

@@ -20,6 +20,7 @@ func verifyCommand() *cli.Command {
 		Name:      "verify",
 		Usage:     "audit a conversion's header, log and layout (and with --data every converted window); exit 0 when clean (or clean after --repair), 9 when problems remain",
 		ArgsUsage: "DEVICE",
+		Before:    protectKeys,
 		Flags: append(append([]cli.Flag{metadataFlag()}, keyFlags()...),
 			&cli.BoolFlag{Name: "data", Usage: "also read every converted window and compare it with the digest recorded when it was written"},
 			&cli.StringFlag{Name: "online", Usage: "also check that device-mapper device `NAME` serves the data with the table the recorded progress calls for"},

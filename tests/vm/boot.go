@@ -277,7 +277,7 @@ func writeInitrd(path string, base []byte, cfg Config, nonce string) error {
 	a.addFile("/etc/vm/script", 0o755, []byte(cfg.Script))
 	a.addFile("/etc/vm/nonce", 0o644, []byte(nonce+"\n"))
 	for p, data := range cfg.Files {
-		a.addFile(p, 0o755, data)
+		a.addFile(p, 0o700, data) // owner only: key files among them
 	}
 	f, err := os.Create(path)
 	if err != nil {
