@@ -12,6 +12,7 @@ type hypothesis struct {
 	c     sectorcipher.Cipher
 	what  string // "4096-byte sectors"
 	flags string // "--old-sector-size 4096"
+	cbc   bool   // a CBC mapping with the given key
 }
 
 // alternatives lists the mappings a user plausibly meant instead of m: the
@@ -56,7 +57,7 @@ func alternatives(m sectorcipher.Mapping, dataOff int64) []hypothesis {
 						continue
 					}
 					what, flags := describe(a, m)
-					out = append(out, hypothesis{c: c, what: what, flags: flags})
+					out = append(out, hypothesis{c: c, what: what, flags: flags, cbc: family(spec) == "aes-cbc"})
 				}
 			}
 		}

@@ -18,7 +18,12 @@ type verdict struct {
 	bestGain        int
 	cbcHeads        int // zeroed CBC sectors whose first block says the IV offset is ivOffset
 	ivOffset        uint64
-	pattern         int // k: only sub-sectors at multiples of k are plausible
+	pattern         int   // k: only sub-sectors at multiples of k are plausible
+	headBad         uint8 // CBC: positions whose first 16 bytes decrypt to noise, the rest not
+	headBest        *hypothesis
+	headGain        int
+	leadEvid        int   // evidence sub-sectors at the edge where a conversion starts that the old mapping does not explain
+	leadAt          int64 // the first of them
 }
 
 // judge decides over blocks (raw at the old offset) and, for shift,
@@ -111,6 +116,7 @@ func judge(given sectorcipher.Mapping, oldC, newC sectorcipher.Cipher, blocks, n
 	}
 	if !given.Spec.IsNone() && family(given.Spec) == "aes-cbc" {
 		v.cbcHeads, v.ivOffset = cbcWrongIV(given, blocks, decs)
+		v.headBad, v.headBest, v.headGain = cbcHeadVerdict(given, oldC, blocks, dataOff)
 	}
 	return v
 }
@@ -137,11 +143,16 @@ func (c *conv) checkPlausible(given sectorcipher.Mapping, headerWhere string) er
 		}
 	}
 	v := judge(given, c.oldC, c.newC, blocks, newBlocks, int64(c.h.Window), int64(c.h.OldOffset))
-	return v.refusal(c.h.Old.Cipher, headerWhere)
+	lead, err := c.readBlocks(int64(c.h.OldOffset), leadOffsets(size, c.h.Descending))
+	if err != nil {
+		return err
+	}
+	v.leadEvid, v.leadAt = unexplainedLead(c.oldC, lead)
+	return v.refusal(c.h.Old.Cipher, headerWhere, c.h.Descending)
 }
 
 // refusal turns a verdict into the error that stops the run, or nil.
-func (v verdict) refusal(oldCipher, headerWhere string) error {
+func (v verdict) refusal(oldCipher, headerWhere string, descending bool) error {
 	if v.evidence == 0 {
 		return nil // blank: nothing under any mapping yet
 	}
@@ -151,6 +162,18 @@ func (v verdict) refusal(oldCipher, headerWhere string) error {
 			return fmt.Errorf("%w: window 0 already decrypts under the new key: this device is half converted; its header is not %s (was the conversion started with other --metadata?)", errclass.WrongKey, headerWhere)
 		}
 		return fmt.Errorf("%w: %d sampled sectors (the first at byte %d of the data) already decrypt under the new mapping: this device is already (partly) converted; its header is not %s", errclass.WrongKey, v.newGain, v.firstNew, headerWhere)
+	}
+	// A conversion starts at one edge of the data; an edge that the old
+	// mapping does not explain while the rest is explained is what a
+	// conversion whose header was lost leaves, whatever its new mapping
+	// was (the one given may differ from it). A whole 4 KiB block of
+	// evidence is required, so one odd sector does not refuse a device.
+	if v.leadEvid >= subSectors && v.given >= minGain {
+		edge := "start"
+		if descending {
+			edge = "end"
+		}
+		return fmt.Errorf("%w: the %s of the data (from byte %d) does not decrypt under the old mapping, though the rest does: this device looks half converted and its header is missing (not %s; was the conversion started with other --metadata, or its metadata removed?)%s", errclass.WrongKey, edge, v.leadAt, headerWhere, force)
 	}
 	if v.best != nil && v.bestGain >= minGain {
 		return fmt.Errorf("%w: the data looks like %s (%d sampled sectors decrypt under that and not under the old mapping as given): give %s%s", errclass.WrongKey, v.best.what, v.bestGain, v.best.flags, force)
@@ -167,6 +190,12 @@ func (v verdict) refusal(oldCipher, headerWhere string) error {
 	}
 	if v.cbcHeads >= minGain {
 		return fmt.Errorf("%w: %d sampled sectors decrypt to zeros but for their first 16 bytes, as a wrong CBC IV offset makes it: give --old-iv-offset %d%s", errclass.WrongKey, v.cbcHeads, v.ivOffset, force)
+	}
+	if v.headBad != 0 {
+		if v.headBest != nil && v.headGain > 0 {
+			return fmt.Errorf("%w: under the old mapping the first 16 bytes of the sampled sectors decrypt to noise and the rest does not, as a wrong CBC IV offset or sector size makes it; the data looks like %s: give %s%s", errclass.WrongKey, v.headBest.what, v.headBest.flags, force)
+		}
+		return fmt.Errorf("%w: under the old mapping the first 16 bytes of the sampled sectors (at %d of 8 positions in 4 KiB) decrypt to noise and the rest does not, as a wrong CBC --old-iv-offset, --old-sector-size or --old-cipher makes it%s", errclass.WrongKey, popcount(v.headBad), force)
 	}
 	return nil
 }
