@@ -15,9 +15,19 @@ import (
 // last chunk taking the leading bytes of its digest. The result is written
 // to key; the working buffer is wiped.
 func afMerge(material, key []byte, nStripes int, newHash func() hash.Hash) {
-	keyLen := len(key)
-	buf := make([]byte, keyLen)
+	buf := afStripes(material, len(key), nStripes, newHash)
 	defer wipe(buf)
+	last := material[(nStripes-1)*len(key) : nStripes*len(key)]
+	for i := range key {
+		key[i] = buf[i] ^ last[i]
+	}
+}
+
+// afStripes returns the running buffer after the first nStripes-1 stripes
+// of material, each XORed in and diffused: what split and merge share. The
+// caller wipes it.
+func afStripes(material []byte, keyLen, nStripes int, newHash func() hash.Hash) []byte {
+	buf := make([]byte, keyLen)
 	h := newHash()
 	digest := make([]byte, 0, h.Size())
 	defer func() { wipe(digest[:cap(digest)]) }()
@@ -28,10 +38,7 @@ func afMerge(material, key []byte, nStripes int, newHash func() hash.Hash) {
 		}
 		diffuse(buf, h, digest)
 	}
-	last := material[(nStripes-1)*keyLen : nStripes*keyLen]
-	for i := range key {
-		key[i] = buf[i] ^ last[i]
-	}
+	return buf
 }
 
 // diffuse replaces buf, chunk by chunk, with the hash of the chunk index
@@ -60,18 +67,8 @@ func afSplit(key, material []byte, nStripes int, newHash func() hash.Hash) error
 	if _, err := rand.Read(material[:keyLen*(nStripes-1)]); err != nil {
 		return fmt.Errorf("luks: random AF stripes: %w", err)
 	}
-	buf := make([]byte, keyLen)
+	buf := afStripes(material, keyLen, nStripes, newHash)
 	defer wipe(buf)
-	h := newHash()
-	digest := make([]byte, 0, h.Size())
-	defer func() { wipe(digest[:cap(digest)]) }()
-	for s := 0; s < nStripes-1; s++ {
-		stripe := material[s*keyLen : (s+1)*keyLen]
-		for i := range buf {
-			buf[i] ^= stripe[i]
-		}
-		diffuse(buf, h, digest)
-	}
 	last := material[(nStripes-1)*keyLen : nStripes*keyLen]
 	for i := range last {
 		last[i] = buf[i] ^ key[i]

@@ -34,22 +34,3 @@ func TestAFRoundTrip(t *testing.T) {
 		}
 	}
 }
-
-func TestKeyMemory(t *testing.T) {
-	k, err := newKey(64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := k.Bytes()
-	for i := range b {
-		b[i] = 0xa5
-	}
-	if !k.Locked() {
-		t.Log("mlock refused here (RLIMIT_MEMLOCK); the key is still off-heap and wiped")
-	}
-	k.Wipe()
-	if k.Bytes() != nil {
-		t.Fatal("Wipe left the key readable")
-	}
-	k.Wipe() // twice is harmless
-}
