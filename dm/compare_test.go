@@ -4,19 +4,20 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cryptshift/cryptshift/internal/testkit"
 	"github.com/cryptshift/cryptshift/sectorcipher"
 )
 
 func TestSameService(t *testing.T) {
-	old := sectorcipher.Mapping{Spec: mustSpec(t, "aes-xts-plain64"), Key: key(64, 1), SectorSize: 512}
-	new := sectorcipher.Mapping{Spec: mustSpec(t, "aes-xts-plain64"), Key: key(64, 100), SectorSize: 4096}
+	old := sectorcipher.Mapping{Spec: testkit.Spec(t, "aes-xts-plain64"), Key: testkit.Key(64, 1), SectorSize: 512}
+	new := sectorcipher.Mapping{Spec: testkit.Spec(t, "aes-xts-plain64"), Key: testkit.Key(64, 100), SectorSize: 4096}
 	want := []Target{MappingTarget(new, "8:16", 2048, 0, 128, nil), MappingTarget(old, "8:16", 2048, 128, 128, nil)}
 	withDiscards := []Target{MappingTarget(new, "8:16", 2048, 0, 128, []string{"allow_discards"}), MappingTarget(old, "8:16", 2048, 128, 128, []string{"allow_discards"})}
 	if same, why := SameService(withDiscards, want); !same {
 		t.Fatalf("allow_discards made a difference: %s", why)
 	}
 	wrongKey := old
-	wrongKey.Key = key(64, 77)
+	wrongKey.Key = testkit.Key(64, 77)
 	for name, tc := range map[string]struct {
 		live []Target
 		why  string

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/cryptshift/cryptshift/internal/testkit"
 	"golang.org/x/sys/unix"
 )
 
@@ -30,7 +31,7 @@ func statusReply(ts []Target) []byte {
 
 func TestParseStatus(t *testing.T) {
 	want := []Target{
-		{0, 2048, "crypt", "aes-xts-plain64 " + hexKey(key(64, 1)) + " 0 8:16 0 1 allow_discards"},
+		{0, 2048, "crypt", "aes-xts-plain64 " + hexKey(testkit.Key(64, 1)) + " 0 8:16 0 1 allow_discards"},
 		{2048, 8, "linear", "253:3 0"},
 		{2056, 100, "error", ""},
 	}

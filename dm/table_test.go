@@ -7,25 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cryptshift/cryptshift/internal/testkit"
 	"github.com/cryptshift/cryptshift/sectorcipher"
 )
-
-func mustSpec(t testing.TB, s string) sectorcipher.Spec {
-	t.Helper()
-	sp, err := sectorcipher.ParseSpec(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sp
-}
-
-func key(n int, seed byte) []byte {
-	k := make([]byte, n)
-	for i := range k {
-		k[i] = seed + byte(i)
-	}
-	return k
-}
 
 func TestParseCryptAsKernelPrints(t *testing.T) {
 	k := strings.Repeat("0f", 64)
@@ -85,8 +69,8 @@ func TestParseCryptDoesNotEchoKey(t *testing.T) {
 }
 
 func TestCryptMapping(t *testing.T) {
-	xts := mustSpec(t, "aes-xts-plain64")
-	k := key(64, 1)
+	xts := testkit.Spec(t, "aes-xts-plain64")
+	k := testkit.Key(64, 1)
 	m := sectorcipher.Mapping{Spec: xts, Key: k, SectorSize: 4096, IVOffset: 8, IVLargeSectors: true}
 	c := CryptFor(m, "8:16", 2048, []string{"allow_discards", "no_read_workqueue"})
 	if got, want := c.Params(), "aes-xts-plain64 "+hexKey(k)+" 8 8:16 2048 4 allow_discards no_read_workqueue sector_size:4096 iv_large_sectors"; got != want {
@@ -107,7 +91,7 @@ func TestCryptMapping(t *testing.T) {
 		t.Fatalf("extra options %v", got)
 	}
 
-	none := sectorcipher.Mapping{Spec: mustSpec(t, "none"), Key: []byte{}, SectorSize: 512}
+	none := sectorcipher.Mapping{Spec: testkit.Spec(t, "none"), Key: []byte{}, SectorSize: 512}
 	nc := CryptFor(none, "8:16", 0, nil)
 	if nc.Params() != "cipher_null-ecb - 0 8:16 0" {
 		t.Fatalf("none: %s", nc.Params())
@@ -119,7 +103,7 @@ func TestCryptMapping(t *testing.T) {
 }
 
 func TestCryptMappingRefuses(t *testing.T) {
-	k := hexKey(key(64, 3))
+	k := hexKey(testkit.Key(64, 3))
 	cases := map[string]string{
 		"aes-xts-plain64 :64:logon:x 0 8:0 0":                                 "keyring",
 		"aes-xts-plain64 " + k + " 0 8:0 0 1 integrity:28:aead":               "not supported",
@@ -146,7 +130,7 @@ func TestCryptMappingRefuses(t *testing.T) {
 }
 
 func TestParseTable(t *testing.T) {
-	in := "0 2048 linear 8:16 0\n\n2048 1024 crypt aes-xts-plain64 " + hexKey(key(64, 0)) + " 2048 8:16 2048\n"
+	in := "0 2048 linear 8:16 0\n\n2048 1024 crypt aes-xts-plain64 " + hexKey(testkit.Key(64, 0)) + " 2048 8:16 2048\n"
 	ts, err := ParseTable(in)
 	if err != nil {
 		t.Fatal(err)
@@ -184,7 +168,7 @@ func TestParseSegment(t *testing.T) {
 }
 
 func TestMappingTargetMovesIVAndOffset(t *testing.T) {
-	m := sectorcipher.Mapping{Spec: mustSpec(t, "aes-cbc-essiv:sha256"), Key: key(32, 9), SectorSize: 512, IVOffset: 100}
+	m := sectorcipher.Mapping{Spec: testkit.Spec(t, "aes-cbc-essiv:sha256"), Key: testkit.Key(32, 9), SectorSize: 512, IVOffset: 100}
 	tg := MappingTarget(m, "8:0", 4096, 80, 16, nil)
 	c, err := ParseCrypt(tg.Params)
 	if err != nil {
@@ -193,7 +177,7 @@ func TestMappingTargetMovesIVAndOffset(t *testing.T) {
 	if tg.Start != 80 || tg.Length != 16 || c.IVOffset != 180 || c.Offset != 4176 {
 		t.Fatalf("target %+v crypt %+v", tg, c)
 	}
-	none := sectorcipher.Mapping{Spec: mustSpec(t, "none"), Key: []byte{}, SectorSize: 512}
+	none := sectorcipher.Mapping{Spec: testkit.Spec(t, "none"), Key: []byte{}, SectorSize: 512}
 	lt := MappingTarget(none, "8:0", 4096, 80, 16, []string{"allow_discards"})
 	if lt.Type != "linear" || lt.Params != "8:0 4176" {
 		t.Fatalf("plaintext target %+v", lt)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/cryptshift/cryptshift/dm"
 	"github.com/cryptshift/cryptshift/header"
+	"github.com/cryptshift/cryptshift/internal/testkit"
 	"github.com/cryptshift/cryptshift/sectorcipher"
 )
 
@@ -235,8 +236,8 @@ func (f *fakeDM) check() {
 }
 
 func testMappings(t *testing.T) (old, new sectorcipher.Mapping) {
-	old = sectorcipher.Mapping{Spec: mustSpec(t, "aes-xts-plain64"), Key: key(64, 1), SectorSize: 512}
-	new = sectorcipher.Mapping{Spec: mustSpec(t, "aes-xts-plain64"), Key: key(64, 100), SectorSize: 4096}
+	old = sectorcipher.Mapping{Spec: testkit.Spec(t, "aes-xts-plain64"), Key: testkit.Key(64, 1), SectorSize: 512}
+	new = sectorcipher.Mapping{Spec: testkit.Spec(t, "aes-xts-plain64"), Key: testkit.Key(64, 100), SectorSize: 4096}
 	return old, new
 }
 
@@ -390,7 +391,7 @@ func TestOnlineHoldFailureBeforeSwapLeavesOldMapping(t *testing.T) {
 func TestNewOnlineRefusesForeignTables(t *testing.T) {
 	old, new := testMappings(t)
 	other := old
-	other.Key = key(64, 7)
+	other.Key = testkit.Key(64, 7)
 	cases := map[string][]dm.Target{
 		"wrong key":  {dm.MappingTarget(other, "8:16", 2048, 0, 256, nil)},
 		"hold route": {{Start: 0, Length: 256, Type: "linear", Params: "253:9 0"}},
@@ -453,7 +454,7 @@ func TestCompositeAndResume(t *testing.T) {
 		}
 	}
 	bad := keys
-	bad.New = key(64, 5)
+	bad.New = testkit.Key(64, 5)
 	if _, err := Composite(h, bad, "8:16"); err == nil || !strings.Contains(err.Error(), "new key") {
 		t.Fatalf("wrong new key: %v", err)
 	}

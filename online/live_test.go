@@ -9,6 +9,7 @@ import (
 	"github.com/cryptshift/cryptshift/dm"
 	"github.com/cryptshift/cryptshift/engine"
 	"github.com/cryptshift/cryptshift/errclass"
+	"github.com/cryptshift/cryptshift/internal/testkit"
 	"github.com/cryptshift/cryptshift/sectorcipher"
 )
 
@@ -19,9 +20,9 @@ func memTarget() engine.Target {
 // A new conversion takes the old mapping, offset and size from NAME's
 // single target, and refuses flags that contradict it, each with its class.
 func TestFillFromTableNewConversion(t *testing.T) {
-	old := sectorcipher.Mapping{Spec: mustSpec(t, "aes-xts-plain64"), Key: key(64, 1), SectorSize: 4096, IVOffset: 8}
+	old := sectorcipher.Mapping{Spec: testkit.Spec(t, "aes-xts-plain64"), Key: testkit.Key(64, 1), SectorSize: 4096, IVOffset: 8}
 	live := []dm.Target{dm.MappingTarget(old, "8:16", 2048, 0, 4096, nil)}
-	cfg := engine.Config{New: engine.Side{Cipher: "aes-xts-plain64", Key: key(64, 9)}}
+	cfg := engine.Config{New: engine.Side{Cipher: "aes-xts-plain64", Key: testkit.Key(64, 9)}}
 	if _, err := fillFromTable(&cfg, live, memTarget(), ""); err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +37,7 @@ func TestFillFromTableNewConversion(t *testing.T) {
 		want error
 	}{
 		"cipher":      {engine.Config{Old: engine.Side{Cipher: "aes-cbc-essiv:sha256"}}, errclass.Usage},
-		"key":         {engine.Config{Old: engine.Side{Key: key(64, 2)}}, errclass.WrongKey},
+		"key":         {engine.Config{Old: engine.Side{Key: testkit.Key(64, 2)}}, errclass.WrongKey},
 		"sector size": {engine.Config{Old: engine.Side{SectorSize: 512}}, errclass.Usage},
 		"iv offset":   {engine.Config{Old: engine.Side{IVOffset: &iv}}, errclass.Usage},
 		"data offset": {engine.Config{DataOffset: &off}, errclass.Usage},
@@ -57,8 +58,8 @@ func TestFillFromTableNewConversion(t *testing.T) {
 // Resuming, the keys come from NAME's table, told apart by the recorded
 // key check values, not by where the targets are.
 func TestFillFromTableFindsKeysByCheckValue(t *testing.T) {
-	oldKey, newKey := key(64, 1), key(64, 100)
-	om := sectorcipher.Mapping{Spec: mustSpec(t, "aes-xts-plain64"), Key: oldKey, SectorSize: 512}
+	oldKey, newKey := testkit.Key(64, 1), testkit.Key(64, 100)
+	om := sectorcipher.Mapping{Spec: testkit.Spec(t, "aes-xts-plain64"), Key: oldKey, SectorSize: 512}
 	// Zeros under the old key: plausible data for the engine's check.
 	data := make([]byte, 4<<20)
 	c, err := sectorcipher.New(om)
@@ -84,7 +85,7 @@ func TestFillFromTableFindsKeysByCheckValue(t *testing.T) {
 	nm := om
 	nm.Key = newKey
 	decoy := om
-	decoy.Key = key(64, 50)
+	decoy.Key = testkit.Key(64, 50)
 	// The decoy (another key with the same cipher) comes first: only the
 	// check values can tell it from the recorded keys.
 	live := []dm.Target{

@@ -80,3 +80,14 @@ func VMSeed(t testing.TB) uint64 {
 	}
 	return v
 }
+
+// Spec parses a cipher spec the test names, failing the test if it does
+// not parse.
+func Spec(t testing.TB, s string) sectorcipher.Spec {
+	t.Helper()
+	sp, err := sectorcipher.ParseSpec(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sp
+}
