@@ -45,29 +45,33 @@ func fakeSysfs(t *testing.T, devs map[string]string, holders, parts map[string][
 }
 
 func TestMetadataPlaceOnTheStack(t *testing.T) {
-	// sdb (8:16) is DEVICE; data (253:0) is NAME over it, with a hold
-	// device (253:1) also over sdb; LVM on NAME gives vg-lv (253:2), with a
-	// partition-like child; sda (8:0) with sda1 (8:1) is unrelated, and so
+	// sdb (8:16) is DEVICE, with a partition sdb1 (8:17); data (253:0) is
+	// NAME over it; LVM on NAME gives vg-lv (253:2), with a partition-like
+	// child; a linear of another region of sdb beside NAME (253:6) does not
+	// pass through the hold; sda (8:0) with sda1 (8:1) is unrelated, and so
 	// is a mapping on sda1 (253:5).
-	devs := map[string]string{"sdb": "8:16", "dm-0": "253:0", "dm-1": "253:1", "dm-2": "253:2", "dm-2p1": "259:3",
-		"sda": "8:0", "sda1": "8:1", "dm-5": "253:5"}
-	holders := map[string][]string{"sdb": {"dm-0", "dm-1"}, "dm-1": {"dm-0"}, "dm-0": {"dm-2"}, "sda1": {"dm-5"}}
-	parts := map[string][]string{"dm-2": {"dm-2p1"}, "sda": {"sda1"}}
+	devs := map[string]string{"sdb": "8:16", "sdb1": "8:17", "dm-0": "253:0", "dm-2": "253:2", "dm-2p1": "259:3",
+		"dm-6": "253:6", "sda": "8:0", "sda1": "8:1", "dm-5": "253:5"}
+	holders := map[string][]string{"sdb": {"dm-0", "dm-6"}, "dm-0": {"dm-2"}, "sda1": {"dm-5"}}
+	parts := map[string][]string{"dm-2": {"dm-2p1"}, "sda": {"sda1"}, "sdb": {"sdb1"}}
 	sys := fakeSysfs(t, devs, holders, parts)
-	stack := stackedOn(sys, []string{"8:16", "253:0"})
-	for _, dev := range []string{"8:16", "253:0", "253:1", "253:2", "259:3"} {
+	stack := stackedOn(sys, []string{"253:0"}, true)
+	for d, why := range stackedOn(sys, []string{"8:16"}, false) {
+		stack[d] = why
+	}
+	for _, dev := range []string{"8:16", "8:17", "253:0", "253:2", "259:3"} {
 		if onStack(dev, stack) == "" {
 			t.Errorf("metadata on %s accepted, but it is on the stack", dev)
 		}
 	}
-	for _, dev := range []string{"8:0", "8:1", "253:5", "0:45", "8:17"} {
+	for _, dev := range []string{"8:0", "8:1", "253:5", "253:6", "0:45"} {
 		if why := onStack(dev, stack); why != "" {
 			t.Errorf("metadata on %s refused (%s), but it is elsewhere", dev, why)
 		}
 	}
 	// A cycle in a broken sysfs must not hang the walk.
 	sys = fakeSysfs(t, map[string]string{"a": "1:1", "b": "1:2"}, map[string][]string{"a": {"b"}, "b": {"a"}}, nil)
-	if len(stackedOn(sys, []string{"1:1"})) != 2 {
+	if len(stackedOn(sys, []string{"1:1"}, true)) != 2 {
 		t.Fatal("cycle not walked once")
 	}
 }

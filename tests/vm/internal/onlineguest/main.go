@@ -367,10 +367,10 @@ func convert(args []string) error {
 	}
 	t0 := time.Now()
 	res, err := online.Convert(context.Background(), req, cfg,
+		// Every window: the kill tests kill a seeded delay after a
+		// seeded window's line.
 		engine.Options{Progress: func(pr engine.Progress) {
-			if pr.Done%16 == 0 || pr.Done == pr.Total {
-				fmt.Printf("PROGRESS %d/%d\n", pr.Done, pr.Total)
-			}
+			fmt.Printf("PROGRESS %d/%d\n", pr.Done, pr.Total)
 		}})
 	p.stop.Store(true)
 	p.wg.Wait()
