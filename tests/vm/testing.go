@@ -2,6 +2,7 @@ package vm
 
 import (
 	"context"
+	"strings"
 	"testing"
 )
 
@@ -33,6 +34,9 @@ func Run(t testing.TB, cfg Config) *Result {
 	}
 	if len(res.ModuleFailures) > 0 {
 		t.Fatalf("guest failed to load modules %v\n--- guest console (tail) ---\n%s", res.ModuleFailures, res.Tail(consoleTail))
+	}
+	if l := Leaks(cfg, res); len(l) > 0 {
+		t.Fatalf("key material from the boot's key files appears in the %s", strings.Join(l, " and "))
 	}
 	wantKill := cfg.KillOn != "" || cfg.KillAfter > 0
 	switch {
