@@ -41,8 +41,12 @@ type Config struct {
 	Files map[string][]byte
 	// Memory in MiB (default 1024) and SMP CPU count (default 2).
 	Memory, SMP int
-	// Timeout bounds the whole boot; default 3 minutes. Past it qemu is killed
-	// and Boot returns an error.
+	// Timeout bounds the script; default 3 minutes. Past it qemu is killed
+	// and Boot returns an error. It counts from the moment the script
+	// starts, and stretches with the machine's speed right now: a boot
+	// slower than referenceBoot (a host loaded by other work, where every
+	// step in the guest is as much slower) multiplies it, so that only a
+	// guest that hangs, not one on a busy host, times out.
 	Timeout time.Duration
 	// KillOn, when set, kills qemu KillAfter after the first console line
 	// containing it. Without KillOn, a non-zero KillAfter counts from the moment
@@ -198,6 +202,7 @@ func Boot(ctx context.Context, cfg Config) (*Result, error) {
 		killAfter: cfg.KillAfter,
 		file:      console,
 		killNow:   make(chan struct{}),
+		readyCh:   make(chan struct{}),
 	}
 	start := time.Now()
 	w.start = start
@@ -206,26 +211,38 @@ func Boot(ctx context.Context, cfg Config) (*Result, error) {
 	}
 
 	var timedOut, killed bool
+	limit := bootLimit // what is timing, for the error
 	var reasonMu sync.Mutex
 	done := make(chan struct{})
 	go func() {
-		timer := time.NewTimer(timeout)
+		timer := time.NewTimer(bootLimit)
 		defer timer.Stop()
-		select {
-		case <-done:
-			return
-		case <-timer.C:
-			reasonMu.Lock()
-			timedOut = true
-			reasonMu.Unlock()
-		case <-ctx.Done():
-			reasonMu.Lock()
-			timedOut = true
-			reasonMu.Unlock()
-		case <-w.killNow:
-			reasonMu.Lock()
-			killed = true
-			reasonMu.Unlock()
+		ready := w.readyCh
+		for stop := false; !stop; {
+			select {
+			case <-done:
+				return
+			case <-ready:
+				// The script started: from here the script's own timeout,
+				// stretched by how slow the boot was.
+				ready = nil
+				reasonMu.Lock()
+				limit = scaledTimeout(timeout, w.bootTime())
+				reasonMu.Unlock()
+				timer.Reset(limit)
+			case <-timer.C:
+				reasonMu.Lock()
+				timedOut, stop = true, true
+				reasonMu.Unlock()
+			case <-ctx.Done():
+				reasonMu.Lock()
+				timedOut, stop = true, true
+				reasonMu.Unlock()
+			case <-w.killNow:
+				reasonMu.Lock()
+				killed, stop = true, true
+				reasonMu.Unlock()
+			}
 		}
 		_ = cmd.Process.Kill()
 	}()
@@ -258,7 +275,12 @@ func Boot(ctx context.Context, cfg Config) (*Result, error) {
 		if ctx.Err() != nil {
 			return res, fmt.Errorf("vm: guest stopped: %w", ctx.Err())
 		}
-		return res, fmt.Errorf("vm: guest timed out after %v", timeout)
+		reasonMu.Lock()
+		defer reasonMu.Unlock()
+		if res.BootTime == 0 {
+			return res, fmt.Errorf("vm: guest did not start its script within %v", bootLimit)
+		}
+		return res, fmt.Errorf("vm: guest script timed out after %v (%v, stretched for a boot of %v)", limit.Round(time.Second), timeout, res.BootTime.Round(time.Second))
 	case res.Killed:
 		return res, nil
 	case res.ExitCode < 0:
@@ -304,6 +326,7 @@ type watcher struct {
 	killAfter time.Duration
 	file      io.Writer
 	killNow   chan struct{}
+	readyCh   chan struct{} // closed when the script starts
 	start     time.Time
 
 	mu        sync.Mutex
@@ -356,6 +379,7 @@ func (w *watcher) feed(b []byte) {
 func (w *watcher) line(l string) {
 	if w.ready == 0 && strings.Contains(l, "@@VM-READY "+w.nonce+"@@") {
 		w.ready = time.Since(w.start)
+		close(w.readyCh)
 		if w.killOn == "" && w.killAfter > 0 {
 			w.arm()
 		}
@@ -407,6 +431,25 @@ func (w *watcher) bootTime() time.Duration {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.ready
+}
+
+// bootLimit bounds the kernel's boot up to the script's start, which takes
+// seconds on an idle host and a minute or two on a loaded one.
+const bootLimit = 10 * time.Minute
+
+// referenceBoot is how long a boot takes on an idle host of this kind
+// (qemu TCG, two cores); slower boots stretch the script's timeout.
+const referenceBoot = 15 * time.Second
+
+// maxStretch caps the stretch, so a guest that hangs still fails in
+// bounded time.
+const maxStretch = 8
+
+// scaledTimeout is the script's timeout after a boot that took boot.
+func scaledTimeout(timeout, boot time.Duration) time.Duration {
+	f := float64(boot) / float64(referenceBoot)
+	f = min(max(f, 1), maxStretch)
+	return time.Duration(float64(timeout) * f)
 }
 
 func parseExit(console, nonce string) (int, bool) {

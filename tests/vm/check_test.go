@@ -49,3 +49,19 @@ func TestBootTimesOut(t *testing.T) {
 		t.Errorf("error does not say it timed out: %v", err)
 	}
 }
+
+// The script's timeout stretches with a slow boot, within bounds: a busy
+// host must not fail a guest that is merely slow, and a hung guest must
+// still fail in bounded time.
+func TestScaledTimeout(t *testing.T) {
+	for _, c := range []struct{ timeout, boot, want time.Duration }{
+		{4 * time.Minute, 5 * time.Second, 4 * time.Minute},    // faster than the reference: never shorter
+		{4 * time.Minute, referenceBoot, 4 * time.Minute},      // the reference itself
+		{4 * time.Minute, 4 * referenceBoot, 16 * time.Minute}, // a loaded host
+		{4 * time.Minute, time.Hour, maxStretch * 4 * time.Minute},
+	} {
+		if got := scaledTimeout(c.timeout, c.boot); got != c.want {
+			t.Errorf("scaledTimeout(%v, %v) = %v, want %v", c.timeout, c.boot, got, c.want)
+		}
+	}
+}
