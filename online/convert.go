@@ -31,6 +31,17 @@ type Result struct {
 // serves the whole device with the new mapping as one target, or, when
 // paused or stopped, exactly the table recovery would build.
 func Convert(ctx context.Context, req Request, cfg engine.Config, opts engine.Options) (*Result, error) {
+	if leftHolds(sysControl{}, req.Name) {
+		// An earlier run stopped (a neighbour's change, an abort) or died
+		// with Name still routed through its hold devices. Bring Name to
+		// the table of the recorded progress first, as `recover
+		// --activate` would, so that "the same command" continues.
+		msg, err := Heal(ctx, req, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("online: %s is still routed through the hold devices of an earlier run: %w", req.Name, err)
+		}
+		req.logf("cryptshift: %s", msg)
+	}
 	t, live, cleanup, err := openTarget(req, true)
 	if err != nil {
 		return nil, err
@@ -81,4 +92,15 @@ func finish(req Request, o *Online) error {
 		}
 	}
 	return nil
+}
+
+// leftHolds reports whether a hold device of name exists: only a stopped or
+// dead run leaves one behind.
+func leftHolds(ctl control, name string) bool {
+	for _, hd := range holdNames(name) {
+		if inf, err := ctl.info(hd); err == nil && inf.Exists {
+			return true
+		}
+	}
+	return false
 }
