@@ -42,6 +42,11 @@ func Activate(ctx context.Context, req Request, oldKey, newKey []byte, ro engine
 		return nil, err
 	}
 	defer unlock()
+	if !inf.Exists {
+		if err := removeOrphans(sysControl{}, req.Name); err != nil {
+			return nil, err
+		}
+	}
 	t, cleanup, err := req.open(o, false)
 	if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/cryptshift/cryptshift/dm"
+	"github.com/cryptshift/cryptshift/errclass"
 	"github.com/cryptshift/cryptshift/header"
 )
 
@@ -136,4 +137,36 @@ func HoldTables(name string) [][]dm.Target {
 		}
 	}
 	return out
+}
+
+// removeOrphans removes the hold and private crypto devices of a name that
+// no longer exists. A neighbour's `cryptsetup close` mid-conversion leaves
+// them behind, holding the backing device, which recovery must then open
+// exclusively. Without name nothing routes I/O to them, so nothing queued
+// in one can be lost; one that something else still opens is not ours to
+// remove, and recovery stops there.
+func removeOrphans(ctl control, name string) error {
+	holds, cryptos := holdNames(name), cryptoNames(name)
+	for _, d := range append(holds[:], cryptos[:]...) {
+		inf, err := ctl.info(d)
+		if err != nil {
+			return fmt.Errorf("online: %s: %w", d, err)
+		}
+		if !inf.Exists {
+			continue
+		}
+		if inf.OpenCount > 0 {
+			return fmt.Errorf("%w: %s does not exist, but cryptshift's device %s for it is still open (%d users); close what uses it, then run this again",
+				errclass.Device, name, d, inf.OpenCount)
+		}
+		if inf.Suspended {
+			if err := ctl.resume(d, dm.NoFlush|dm.SkipLockfs); err != nil {
+				return fmt.Errorf("online: resume %s: %w", d, err)
+			}
+		}
+		if err := ctl.remove(d); err != nil {
+			return fmt.Errorf("online: remove %s (left by the conversion of %s): %w", d, name, err)
+		}
+	}
+	return nil
 }
