@@ -31,6 +31,12 @@ const (
 	// right after it holds window step N, so the guard's recovery of a
 	// held window can be tested.
 	testKillHoldingEnv = "CRYPTSHIFT_TEST_KILL_HOLDING"
+	// CRYPTSHIFT_TEST_WAIT_AFTER=N with CRYPTSHIFT_TEST_WAIT_FILE=PATH:
+	// after window N is committed, convert creates PATH and waits until it
+	// is removed, so a test can act at that exact point (a neighbour's
+	// dmsetup suspend, say) and then let the conversion go on.
+	testWaitEnv     = "CRYPTSHIFT_TEST_WAIT_AFTER"
+	testWaitFileEnv = "CRYPTSHIFT_TEST_WAIT_FILE"
 )
 
 // testHooks returns the engine and online hooks the environment asks for.
@@ -45,6 +51,9 @@ func testHooks(in *interrupter) (*engine.Hooks, online.Hooks) {
 				killSelf()
 			}
 		}}
+	}
+	if n, ok := envStep(testWaitEnv); ok {
+		eh = &engine.Hooks{AfterWindow: waitForFile(n, os.Getenv(testWaitFileEnv))}
 	}
 	var oh online.Hooks
 	if n, ok := envStep(testKillHoldingEnv); ok {
@@ -85,5 +94,24 @@ func selfInterrupt(in *interrupter, after uint64) func(uint64) {
 				return
 			}
 		}
+	}
+}
+
+// waitForFile is the hook behind testWaitEnv. The wait is bounded so that a
+// script that never releases it fails its test instead of hanging it.
+func waitForFile(after uint64, path string) func(uint64) {
+	return func(done uint64) {
+		if done != after || path == "" {
+			return
+		}
+		if err := os.WriteFile(path, nil, 0o600); err != nil {
+			panic(fmt.Sprintf("test hook: %v", err))
+		}
+		for deadline := time.Now().Add(5 * time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if _, err := os.Stat(path); os.IsNotExist(err) {
+				return
+			}
+		}
+		panic("test hook: " + path + " was not removed within 5 minutes")
 	}
 }
