@@ -123,6 +123,37 @@ var neutralOptions = map[string]bool{
 	"high_priority":          true,
 }
 
+// CheckNeutralOptions refuses any option that is not format-neutral: the
+// options a caller gives for a table it cannot read back (an activation
+// after a reboot) must not change what the sectors decrypt to.
+func CheckNeutralOptions(opts []string) error {
+	for _, o := range opts {
+		if !neutralOptions[o] {
+			return fmt.Errorf("dm: crypt option %q is not one of allow_discards, same_cpu_crypt, submit_from_crypt_cpus, no_read_workqueue, no_write_workqueue, high_priority", o)
+		}
+	}
+	return nil
+}
+
+// TableOptions returns the format-neutral options of the first crypt
+// target of ts, nil when none has any. A conversion builds every crypt
+// target of a device with the same options, so the first one found says
+// what the operator chose; a table that starts with a linear target (the
+// plaintext side) still has them further on.
+func TableOptions(ts []Target) []string {
+	for _, t := range ts {
+		if t.Type != "crypt" {
+			continue
+		}
+		c, err := ParseCrypt(t.Params)
+		if err != nil {
+			continue
+		}
+		return c.ExtraOptions()
+	}
+	return nil
+}
+
 // ExtraOptions returns the options that do not decide the on-disk format
 // (everything but sector_size and iv_large_sectors).
 func (c Crypt) ExtraOptions() []string {

@@ -28,6 +28,11 @@ type Recovery struct {
 // is served with the right key. The Recovery is returned even when the
 // activation fails after the recovery.
 func Activate(ctx context.Context, req Request, oldKey, newKey []byte, ro engine.RecoverOptions) (*Recovery, error) {
+	// Checked before recovery writes anything: bad input leaves the
+	// device as it was.
+	if err := dm.CheckNeutralOptions(req.TableOptions); err != nil {
+		return nil, fmt.Errorf("%w: %w", errclass.Usage, err)
+	}
 	inf, err := dm.Info(req.Name)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", errclass.Device, req.Name, err)
@@ -65,12 +70,12 @@ func Activate(ctx context.Context, req Request, oldKey, newKey []byte, ro engine
 		if err != nil {
 			return rec, fmt.Errorf("%w: %w", errclass.Device, err)
 		}
-		if err := Reactivate(req.Name, res.Header, keys, devno); err != nil {
+		if err := Reactivate(req.Name, res.Header, keys, devno, req.TableOptions); err != nil {
 			return rec, fmt.Errorf("%w: reactivate %s: %w", errclass.Device, req.Name, err)
 		}
 		return rec, nil
 	}
-	if err := ActivateRecovered(req.Name, res.Header, keys, req.Device); err != nil {
+	if err := ActivateRecovered(req.Name, res.Header, keys, req.Device, req.TableOptions); err != nil {
 		return rec, fmt.Errorf("%w: activate %s: %w", errclass.Device, req.Name, err)
 	}
 	return rec, nil

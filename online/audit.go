@@ -24,7 +24,9 @@ func LiveAudit(name, device string) func(h *header.Header, oldKey, newKey []byte
 		if h.State == header.StateInProgress {
 			return f(fsck.Warning, "%s: the conversion is marked in progress, so its table cannot be judged: run `cryptshift recover --activate %s`", name, name)
 		}
-		want, err := Composite(h, Keys{Old: oldKey, New: newKey}, device)
+		// SameService ignores format-neutral options, so the expected
+		// table needs none.
+		want, err := Composite(h, Keys{Old: oldKey, New: newKey}, device, nil)
 		if err != nil {
 			return f(fsck.Error, "cannot build the expected table of %s: %v", name, err)
 		}

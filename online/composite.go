@@ -187,15 +187,22 @@ func layoutFromHeader(h *header.Header, keys Keys, device string) (*layout, erro
 // the progress recorded in h: new mapping over the done windows, old over
 // the rest. h must come from recovery (authenticated, no window in flight),
 // and the keys must match the recorded key check values. device is the
-// backing device as a table names it ("major:minor" or a path).
-func Composite(h *header.Header, keys Keys, device string) ([]dm.Target, error) {
+// backing device as a table names it ("major:minor" or a path). options
+// are the format-neutral crypt options (allow_discards, ...) every crypt
+// target gets: the header does not record them, since they are the
+// operator's choice for the live device, not part of what is on disk.
+func Composite(h *header.Header, keys Keys, device string, options []string) ([]dm.Target, error) {
 	if h.State == header.StateInProgress {
 		return nil, errors.New("online: the conversion is marked in progress: a window may be in flight; run recover first")
+	}
+	if err := dm.CheckNeutralOptions(options); err != nil {
+		return nil, fmt.Errorf("online: %w", err)
 	}
 	l, err := layoutFromHeader(h, keys, device)
 	if err != nil {
 		return nil, err
 	}
+	l.extra = options
 	return l.table(convertedAt(h), span{}, ""), nil
 }
 

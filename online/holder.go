@@ -111,7 +111,11 @@ func newOnline(ctl control, cfg OnlineConfig) (*Online, error) {
 	if err != nil {
 		return nil, fmt.Errorf("online: %s: %w", cfg.Name, err)
 	}
-	l := &layout{dev: first.Device, size: dm.Size(live), old: cfg.Old, new: cfg.New, extra: first.Extra}
+	// The options come from any crypt target: when resuming a conversion
+	// from plaintext downwards, the first target is the old dm-linear part,
+	// which has none, and taking its (empty) list would drop the options
+	// of the converted part at the next table swap.
+	l := &layout{dev: first.Device, size: dm.Size(live), old: cfg.Old, new: cfg.New, extra: dm.TableOptions(live)}
 	switch {
 	case cfg.OldOffset != nil:
 		if *cfg.OldOffset < 0 || *cfg.OldOffset%512 != 0 {
@@ -448,8 +452,9 @@ func (o *Online) settle() error {
 
 // ActivateRecovered creates name serving the data area of a recovered
 // conversion: Composite's table over device, which may be a path or
-// "major:minor".
-func ActivateRecovered(name string, h *header.Header, keys Keys, device string) error {
+// "major:minor", with options (format-neutral crypt options) on every
+// crypt target.
+func ActivateRecovered(name string, h *header.Header, keys Keys, device string, options []string) error {
 	if strings.HasPrefix(device, "/") {
 		d, err := dm.DevNo(device)
 		if err != nil {
@@ -457,7 +462,7 @@ func ActivateRecovered(name string, h *header.Header, keys Keys, device string) 
 		}
 		device = d
 	}
-	table, err := Composite(h, keys, device)
+	table, err := Composite(h, keys, device, options)
 	if err != nil {
 		return err
 	}

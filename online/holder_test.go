@@ -421,7 +421,7 @@ func TestCompositeAndResume(t *testing.T) {
 	keys := Keys{Old: old.Key, New: new.Key}
 	for _, desc := range []bool{false, true} {
 		h.Descending = desc
-		ts, err := Composite(h, keys, "8:16")
+		ts, err := Composite(h, keys, "8:16", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -455,11 +455,11 @@ func TestCompositeAndResume(t *testing.T) {
 	}
 	bad := keys
 	bad.New = testkit.Key(64, 5)
-	if _, err := Composite(h, bad, "8:16"); err == nil || !strings.Contains(err.Error(), "new key") {
+	if _, err := Composite(h, bad, "8:16", nil); err == nil || !strings.Contains(err.Error(), "new key") {
 		t.Fatalf("wrong new key: %v", err)
 	}
 	h.State = header.StateInProgress
-	if _, err := Composite(h, keys, "8:16"); err == nil || !strings.Contains(err.Error(), "recover") {
+	if _, err := Composite(h, keys, "8:16", nil); err == nil || !strings.Contains(err.Error(), "recover") {
 		t.Fatalf("in-progress header: %v", err)
 	}
 }

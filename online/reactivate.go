@@ -18,13 +18,20 @@ import (
 // forward, old otherwise), and is resumed, so queued I/O lands under the
 // right key; then name swaps to the composite table and the hold devices
 // are removed. h must come from recovery (authenticated, nothing in flight).
-func Reactivate(name string, h *header.Header, keys Keys, device string) error {
-	return reactivate(sysControl{}, name, h, keys, device)
+// The format-neutral crypt options (allow_discards, ...) of name's live
+// table, or of its hold devices when name has no crypt target left, are
+// kept in every table loaded; options is what to use when none has any
+// crypt target.
+func Reactivate(name string, h *header.Header, keys Keys, device string, options []string) error {
+	return reactivate(sysControl{}, name, h, keys, device, options)
 }
 
-func reactivate(ctl control, name string, h *header.Header, keys Keys, device string) error {
+func reactivate(ctl control, name string, h *header.Header, keys Keys, device string, options []string) error {
 	if h.State == header.StateInProgress {
 		return fmt.Errorf("online: reactivate %s: the conversion is marked in progress; run recover first", name)
+	}
+	if err := dm.CheckNeutralOptions(options); err != nil {
+		return fmt.Errorf("online: reactivate %s: %w", name, err)
 	}
 	l, err := layoutFromHeader(h, keys, device)
 	if err != nil {
@@ -37,6 +44,8 @@ func reactivate(ctl control, name string, h *header.Header, keys Keys, device st
 	}
 	holds := holdNames(name)
 	devnos := map[string]string{}
+	crypt := false
+	all := append([]dm.Target(nil), live...)
 	for _, hd := range holds {
 		inf, err := ctl.info(hd)
 		if err != nil {
@@ -44,7 +53,17 @@ func reactivate(ctl control, name string, h *header.Header, keys Keys, device st
 		}
 		if inf.Exists {
 			devnos[fmt.Sprintf("%d:%d", inf.Major, inf.Minor)] = hd
+			if ts, err := ctl.table(hd); err == nil {
+				all = append(all, ts...)
+			}
 		}
+	}
+	for _, t := range all {
+		crypt = crypt || t.Type == "crypt"
+	}
+	l.extra = options
+	if crypt {
+		l.extra = dm.TableOptions(all)
 	}
 	for _, t := range live {
 		if t.Type != "linear" {

@@ -40,7 +40,7 @@ func TestReactivateAfterDeathWhileHeld(t *testing.T) {
 		f.check()
 		// The process is gone: only recovery's view of the disk remains.
 		h := headerFor(t, o, 5, 64, done)
-		if err := reactivate(f, "data", h, Keys{Old: o.l.old.Key, New: o.l.new.Key}, "8:16"); err != nil {
+		if err := reactivate(f, "data", h, Keys{Old: o.l.old.Key, New: o.l.new.Key}, "8:16", nil); err != nil {
 			t.Fatal(err)
 		}
 		d := f.devs["data"]
@@ -52,7 +52,8 @@ func TestReactivateAfterDeathWhileHeld(t *testing.T) {
 				t.Fatalf("hold device %s left behind", hd)
 			}
 		}
-		want, _ := Composite(h, Keys{Old: o.l.old.Key, New: o.l.new.Key}, "8:16")
+		// setup's table has allow_discards: the composite keeps it.
+		want, _ := Composite(h, Keys{Old: o.l.old.Key, New: o.l.new.Key}, "8:16", []string{"allow_discards"})
 		if dm.FormatTable(d.live) != dm.FormatTable(want) {
 			t.Fatalf("rolled=%v: live table\n%s\nwant\n%s", rolled, dm.FormatTable(d.live), dm.FormatTable(want))
 		}
@@ -71,7 +72,7 @@ func TestReactivateAfterAbort(t *testing.T) {
 	o.Abort(1, 64*512, 64*512, errTest)
 	f.disk[64] = "new" // recovery finished it from the journal
 	h := headerFor(t, o, 4, 64, 2)
-	if err := reactivate(f, "data", h, Keys{Old: o.l.old.Key, New: o.l.new.Key}, "8:16"); err != nil {
+	if err := reactivate(f, "data", h, Keys{Old: o.l.old.Key, New: o.l.new.Key}, "8:16", nil); err != nil {
 		t.Fatal(err)
 	}
 	f.check()
@@ -84,7 +85,7 @@ func TestReactivateRefusesInProgress(t *testing.T) {
 	f, o := setup(t, 4, 64)
 	h := headerFor(t, o, 4, 64, 0)
 	h.State = header.StateInProgress
-	if err := reactivate(f, "data", h, Keys{Old: o.l.old.Key, New: o.l.new.Key}, "8:16"); err == nil {
+	if err := reactivate(f, "data", h, Keys{Old: o.l.old.Key, New: o.l.new.Key}, "8:16", nil); err == nil {
 		t.Fatal("in-progress header accepted")
 	}
 }

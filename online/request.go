@@ -27,6 +27,13 @@ type Request struct {
 	// table gives the new mapping; Convert removes it at the end, since it
 	// serves the same data as Name then does.
 	NewLike string
+	// TableOptions are format-neutral dm-crypt options (allow_discards,
+	// same_cpu_crypt, submit_from_crypt_cpus, no_read_workqueue,
+	// no_write_workqueue, high_priority) for the tables of an activation
+	// that cannot read them from a live table: after a reboot Name is
+	// gone, and the header does not record them. A live Name's own options
+	// win; a conversion always takes them from Name's live table.
+	TableOptions []string
 	// KernelCrypto moves the data through private dm-crypt devices
 	// (KernelCrypto) instead of the userspace ciphers.
 	KernelCrypto bool

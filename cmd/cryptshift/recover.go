@@ -28,11 +28,17 @@ func recoverCommand(stderr io.Writer) *cli.Command {
 			"mounts. If NAME is still live (the converting process died), it is brought to that table\n" +
 			"in place, and I/O the dead process left waiting is served with the right key.\n\n" +
 			"--all does that for every line of the table file (--tab, default " + defaultTab + "):\n" +
-			"  NAME  DEVICE  OLD-KEY-FILE  NEW-KEY-FILE  [metadata=PATH]\n" +
-			"with - as the key file of a plaintext side.",
+			"  NAME  DEVICE  OLD-KEY-FILE  NEW-KEY-FILE  [OPTIONS]\n" +
+			"with - as the key file of a plaintext side; OPTIONS, separated by commas, are metadata=PATH\n" +
+			"and the --table-options.\n\n" +
+			"A live NAME keeps the dm-crypt options of its table (allow_discards, the workqueue\n" +
+			"choices); a NAME created after a reboot gets the --table-options, in crypttab's names\n" +
+			"(discard, same-cpu-crypt, submit-from-crypt-cpus, no-read-workqueue, no-write-workqueue,\n" +
+			"high-priority): the header does not record them.",
 		Flags: append(append([]cli.Flag{metadataFlag()}, keyFlags()...),
 			&cli.BoolFlag{Name: "accept-damage", Usage: "leave sectors recovery cannot restore as they are (they are listed) so the conversion can go on"},
 			&cli.StringFlag{Name: "activate", Usage: "afterwards, set up device-mapper device `NAME` for the recorded progress"},
+			&cli.StringFlag{Name: "table-options", Usage: "with --activate, dm-crypt options for a NAME that does not exist, in crypttab's names: `LIST` of discard, same-cpu-crypt, submit-from-crypt-cpus, no-read-workqueue, no-write-workqueue, high-priority"},
 			&cli.BoolFlag{Name: "all", Usage: "recover and activate every device listed in the table file (no DEVICE argument)"},
 			&cli.StringFlag{Name: "tab", Value: defaultTab, Usage: "table `FILE` for --all"},
 			&cli.DurationFlag{Name: "wait", Usage: "with --all, wait up to `DURATION` for each listed device to appear (at boot, udev may still be creating them)"},
@@ -43,8 +49,8 @@ func recoverCommand(stderr io.Writer) *cli.Command {
 			in := watchSignals(c.Context, stderr)
 			defer in.stop()
 			if c.Bool("all") {
-				if c.NArg() != 0 || c.IsSet("activate") || c.IsSet("metadata") || c.IsSet("old-key-file") || c.IsSet("new-key-file") {
-					return usageErr("recover --all takes everything from --tab: no DEVICE, --activate, --metadata or key files")
+				if c.NArg() != 0 || c.IsSet("activate") || c.IsSet("metadata") || c.IsSet("old-key-file") || c.IsSet("new-key-file") || c.IsSet("table-options") {
+					return usageErr("recover --all takes everything from --tab: no DEVICE, --activate, --metadata, --table-options or key files")
 				}
 				return recoverAll(c, c.String("tab"), c.Duration("wait"))
 			}
@@ -52,11 +58,18 @@ func recoverCommand(stderr io.Writer) *cli.Command {
 			if err != nil {
 				return err
 			}
+			opts, err := parseTableOptions(c.String("table-options"))
+			if err != nil {
+				return err
+			}
+			if len(opts) > 0 && !c.IsSet("activate") {
+				return usageErr("--table-options needs --activate")
+			}
 			oldKey, newKey, err := keys(c)
 			if err != nil {
 				return err
 			}
-			return recoverOne(c, recoverJob{name: c.String("activate"), dev: dev, meta: c.String("metadata"), oldKey: oldKey, newKey: newKey})
+			return recoverOne(c, recoverJob{name: c.String("activate"), dev: dev, meta: c.String("metadata"), oldKey: oldKey, newKey: newKey, tableOptions: opts})
 		},
 	}
 }
@@ -64,6 +77,7 @@ func recoverCommand(stderr io.Writer) *cli.Command {
 type recoverJob struct {
 	name, dev, meta string // name "" = no activation
 	oldKey, newKey  []byte
+	tableOptions    []string // dm-crypt names, for a NAME created
 }
 
 func recoverOne(c *cli.Context, j recoverJob) error {
@@ -95,7 +109,7 @@ func recoverOne(c *cli.Context, j recoverJob) error {
 // recoverActivate is recover --activate NAME: package online recovers and
 // sets NAME up (or brings a live NAME to the recorded progress).
 func recoverActivate(c *cli.Context, j recoverJob, ro engine.RecoverOptions) error {
-	req := online.Request{Name: j.name, Device: j.dev, Metadata: j.meta,
+	req := online.Request{Name: j.name, Device: j.dev, Metadata: j.meta, TableOptions: j.tableOptions,
 		Open: func(o blockdev.Options, _ bool) (engine.Target, func(bool), error) {
 			t, cleanup, err := openTarget(j.dev, j.meta, 0, o)
 			if err != nil {
@@ -155,7 +169,7 @@ func recoverAll(c *cli.Context, tab string, wait time.Duration) error {
 		if err == nil {
 			var newKey []byte
 			if newKey, err = readTabKey(c, e.newKeyFile); err == nil {
-				err = recoverOne(c, recoverJob{name: e.name, dev: e.device, meta: e.metadata, oldKey: oldKey, newKey: newKey})
+				err = recoverOne(c, recoverJob{name: e.name, dev: e.device, meta: e.metadata, oldKey: oldKey, newKey: newKey, tableOptions: e.tableOptions})
 			}
 		}
 		if err != nil {

@@ -17,6 +17,43 @@ type tabEntry struct {
 	name, device           string
 	oldKeyFile, newKeyFile string
 	metadata               string
+	tableOptions           []string // dm-crypt option names
+}
+
+// crypttabTableOptions maps the /etc/crypttab names of the format-neutral
+// dm-crypt options to the kernel's: the table file and --table-options
+// take the names admins already write in crypttab.
+var crypttabTableOptions = map[string]string{
+	"discard":                "allow_discards",
+	"same-cpu-crypt":         "same_cpu_crypt",
+	"submit-from-crypt-cpus": "submit_from_crypt_cpus",
+	"no-read-workqueue":      "no_read_workqueue",
+	"no-write-workqueue":     "no_write_workqueue",
+	"high-priority":          "high_priority",
+}
+
+// tableOption returns the dm-crypt name of a table option given by its
+// crypttab name, ok false for anything else.
+func tableOption(name string) (string, bool) {
+	o, ok := crypttabTableOptions[name]
+	return o, ok
+}
+
+// parseTableOptions parses --table-options: crypttab names separated by
+// commas.
+func parseTableOptions(list string) ([]string, error) {
+	var out []string
+	for _, n := range strings.Split(list, ",") {
+		if n == "" {
+			continue
+		}
+		o, ok := tableOption(n)
+		if !ok {
+			return nil, usageErr("--table-options: %q is not one of discard, same-cpu-crypt, submit-from-crypt-cpus, no-read-workqueue, no-write-workqueue, high-priority", n)
+		}
+		out = append(out, o)
+	}
+	return out, nil
 }
 
 // readTab parses the table file: one conversion per line, fields separated
@@ -41,7 +78,7 @@ func readTab(path string) ([]tabEntry, error) {
 			continue
 		}
 		if len(fs) < 4 || len(fs) > 5 {
-			return nil, fmt.Errorf("%w: %s:%d: want NAME DEVICE OLD-KEY-FILE NEW-KEY-FILE [metadata=PATH], got %d fields", errclass.Usage, path, n, len(fs))
+			return nil, fmt.Errorf("%w: %s:%d: want NAME DEVICE OLD-KEY-FILE NEW-KEY-FILE [metadata=PATH,discard,...], got %d fields", errclass.Usage, path, n, len(fs))
 		}
 		e := tabEntry{line: n, name: fs[0], device: fs[1], oldKeyFile: fs[2], newKeyFile: fs[3]}
 		if strings.ContainsAny(e.name, "/") {
@@ -50,9 +87,12 @@ func readTab(path string) ([]tabEntry, error) {
 		if len(fs) == 5 {
 			for _, opt := range strings.Split(fs[4], ",") {
 				k, v, _ := strings.Cut(opt, "=")
+				o, isTableOption := tableOption(opt)
 				switch {
 				case k == "metadata" && v != "":
 					e.metadata = v
+				case isTableOption:
+					e.tableOptions = append(e.tableOptions, o)
 				default:
 					return nil, fmt.Errorf("%w: %s:%d: unknown option %q", errclass.Usage, path, n, opt)
 				}

@@ -23,10 +23,10 @@ _cryptshift() {
 	recover)
 		case $prev in
 		--metadata|--old-key-file|--new-key-file|--tab) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-		--activate|--wait) COMPREPLY=(); return ;;
+		--activate|--table-options|--wait) COMPREPLY=(); return ;;
 		esac
 		case $cur in
-		-*) COMPREPLY=($(compgen -W '--metadata --old-key-file --new-key-file --accept-damage --activate --all --tab --wait --help -h' -- "$cur")) ;;
+		-*) COMPREPLY=($(compgen -W '--metadata --old-key-file --new-key-file --accept-damage --activate --table-options --all --tab --wait --help -h' -- "$cur")) ;;
 		*) COMPREPLY=($(compgen -f -- "$cur")) ;;
 		esac
 		;;

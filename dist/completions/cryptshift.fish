@@ -40,6 +40,7 @@ complete -c cryptshift -n '__fish_seen_subcommand_from recover' -l old-key-file 
 complete -c cryptshift -n '__fish_seen_subcommand_from recover' -l new-key-file -r -F -d 'PATH of the new mapping\'s raw key'
 complete -c cryptshift -n '__fish_seen_subcommand_from recover' -l accept-damage -d 'leave sectors recovery cannot restore as they are (they are listed) so the conversion can go on'
 complete -c cryptshift -n '__fish_seen_subcommand_from recover' -l activate -x -d 'afterwards, set up device-mapper device NAME for the recorded progress'
+complete -c cryptshift -n '__fish_seen_subcommand_from recover' -l table-options -x -d 'with --activate, dm-crypt options for a NAME that does not exist, in crypttab\'s names: LIST of discard, same-cpu-crypt, submit-from-crypt-cpus, no-read-workqueue, no-write-workqueue, high-priority'
 complete -c cryptshift -n '__fish_seen_subcommand_from recover' -l all -d 'recover and activate every device listed in the table file (no DEVICE argument)'
 complete -c cryptshift -n '__fish_seen_subcommand_from recover' -l tab -r -F -d 'table FILE for --all'
 complete -c cryptshift -n '__fish_seen_subcommand_from recover' -l wait -x -d 'with --all, wait up to DURATION for each listed device to appear (at boot, udev may still be creating them)'

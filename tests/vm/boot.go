@@ -32,6 +32,10 @@ type Config struct {
 	// qemu keeps every write the guest saw acknowledged in any mode but "unsafe"
 	// also ignores flushes, which only matters if the host itself crashes.
 	DiskCache string
+	// DiscardUnmap makes qemu punch holes in the disk images for the
+	// guest's discards (discard=unmap), so trimmed sectors really read back
+	// as zeros, as on an SSD that zeroes them; by default qemu ignores them.
+	DiscardUnmap bool
 	// Script is a busybox sh script run as root after the modules are loaded,
 	// with the console as stdout and stderr and /tmp as working directory. Its
 	// exit status comes back in Result.ExitCode.
@@ -175,7 +179,11 @@ func Boot(ctx context.Context, cfg Config) (*Result, error) {
 	for _, d := range cfg.Disks {
 		// qemu option values escape a comma by doubling it.
 		file := strings.ReplaceAll(d, ",", ",,")
-		args = append(args, "-drive", fmt.Sprintf("file=%s,format=raw,if=virtio,cache=%s", file, cache))
+		drive := fmt.Sprintf("file=%s,format=raw,if=virtio,cache=%s", file, cache)
+		if cfg.DiscardUnmap {
+			drive += ",discard=unmap"
+		}
+		args = append(args, "-drive", drive)
 	}
 
 	var console io.Writer = io.Discard

@@ -2,12 +2,14 @@
 # Installs what the real-kernel tests in tests/vm need on a Debian machine:
 # qemu (software emulation is enough), a Debian kernel with its modules, a static
 # busybox for the initramfs, the interop tools copied into the guest, xz
-# (the luks tests unpack the shared LUKS images), and lintian, zsh and fish
-# for the package and completion checks.
+# (the luks tests unpack the shared LUKS images), xfsprogs, btrfs-progs and
+# fio for the other-filesystem and heavy-load scenarios
+# (TestOnlineCLIFilesystemsAndLoad), and lintian, zsh and fish for the
+# package and completion checks.
 # Idempotent: it only calls apt-get when something is missing.
 set -eu
 
-packages="qemu-system-x86 linux-image-amd64 busybox-static cryptsetup-bin dmsetup e2fsprogs kmod cpio util-linux xz-utils lintian zsh fish"
+packages="qemu-system-x86 linux-image-amd64 busybox-static cryptsetup-bin dmsetup e2fsprogs kmod cpio util-linux xz-utils xfsprogs btrfs-progs fio lintian zsh fish"
 
 missing=""
 for p in $packages; do
@@ -44,7 +46,7 @@ fi
 # The packages can be installed and still leave the harness without a bootable
 # kernel (e.g. a container where /boot was pruned), so check what the harness uses.
 fail=0
-for tool in qemu-system-x86_64 busybox cryptsetup dmsetup e2fsck mkfs.ext4 blkid modprobe; do
+for tool in qemu-system-x86_64 busybox cryptsetup dmsetup e2fsck mkfs.ext4 blkid modprobe mkfs.xfs xfs_repair mkfs.btrfs btrfs fio fstrim; do
 	if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$tool" ] && [ ! -x "/sbin/$tool" ]; then
 		echo "tests/vm/install-deps.sh: $tool not found after install" >&2
 		fail=1
