@@ -30,7 +30,7 @@ func recoverCommand(stderr io.Writer) *cli.Command {
 			"--all does that for every line of the table file (--tab, default " + defaultTab + "):\n" +
 			"  NAME  DEVICE  OLD-KEY-FILE  NEW-KEY-FILE  [metadata=PATH]\n" +
 			"with - as the key file of a plaintext side.",
-		Flags: append(append([]cli.Flag{metadataFlag()}, keyFlags()...),
+		Flags: append(append([]cli.Flag{metadataFlag(), passFileFlag()}, keyFlags()...),
 			&cli.BoolFlag{Name: "accept-damage", Usage: "leave sectors recovery cannot restore as they are (they are listed) so the conversion can go on"},
 			&cli.StringFlag{Name: "activate", Usage: "afterwards, set up device-mapper device `NAME` for the recorded progress"},
 			&cli.BoolFlag{Name: "all", Usage: "recover and activate every device listed in the table file (no DEVICE argument)"},
@@ -51,6 +51,12 @@ func recoverCommand(stderr io.Writer) *cli.Command {
 			dev, err := deviceArg(c)
 			if err != nil {
 				return err
+			}
+			if sig := luksVolume(dev); sig != nil {
+				return recoverLUKS(c, dev, sig)
+			}
+			if c.IsSet("key-file") {
+				return usageErr("--key-file is for LUKS2 volumes; DEVICE has no LUKS2 header (give --old-key-file and --new-key-file)")
 			}
 			oldKey, newKey, err := keys(c)
 			if err != nil {
