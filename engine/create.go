@@ -103,6 +103,7 @@ func create(t Target, store *header.Store, cfg Config, opts Options, fresh bool)
 	if err != nil {
 		return nil, err
 	}
+	c.keyVerified = cfg.KeyVerified
 	if err := c.checkBeforeCreate(om, fresh, cfg.Force, cfg.DataSize != 0); err != nil {
 		return nil, err
 	}

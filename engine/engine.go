@@ -65,6 +65,10 @@ type Config struct {
 	Shift      int64  // shift mode gap; 0 = one window
 	MetaSize   int64  // size of the metadata area on Data; 0 = default
 	Force      bool   // accept what is otherwise refused (see errclass.Refused)
+	// KeyVerified: the old key is proven by other means than the data (a
+	// LUKS digest), so the samples of the data are not asked whether they
+	// decrypt plausibly under it (a LUKS volume never written holds noise).
+	KeyVerified bool
 }
 
 // Progress is reported after every window.
@@ -143,6 +147,10 @@ type Options struct {
 	UUID [16]byte
 	// Now stamps headers; nil means time.Now.
 	Now func() time.Time
+	// beforeRun runs once the conversion is created or authenticated and
+	// any interrupted window recovered, before the first window is
+	// written: a LUKS conversion commits its start there (luks.go).
+	beforeRun func(resumed bool) error
 }
 
 // Result describes a finished or paused conversion.
@@ -172,6 +180,8 @@ type conv struct {
 	oldKey, newKey []byte
 	// plainOld and plainNew are Options.Crypto's devices, once opened.
 	plainOld, plainNew blockdev.Device
+	// keyVerified: Config.KeyVerified of a new conversion.
+	keyVerified bool
 }
 
 func (c *conv) now() int64 {
@@ -203,6 +213,11 @@ func Convert(ctx context.Context, t Target, cfg Config, opts Options) (*Result, 
 			return &Result{Header: c.h, Resumed: resumed}, fmt.Errorf("%w: kernel crypto devices: %w", errclass.Device, err)
 		}
 		c.plainOld, c.plainNew = old, nw
+	}
+	if opts.beforeRun != nil {
+		if err := opts.beforeRun(resumed); err != nil {
+			return &Result{Header: c.h, Resumed: resumed}, err
+		}
 	}
 	boundMemory(c.h.Window)
 	if err := c.run(ctx, resumed); err != nil {

@@ -24,6 +24,11 @@ const (
 	FlushRecoverChecksumData FlushPoint = "recover-checksum-data"
 	FlushAcceptDamage        FlushPoint = "accept-damage"
 	FlushAcceptIdentity      FlushPoint = "accept-identity"
+	FlushLUKSKeyslotMaterial FlushPoint = "luks-keyslot-material"
+	FlushLUKSStartCommit     FlushPoint = "luks-start-commit"
+	FlushLUKSFinalCommit     FlushPoint = "luks-final-commit"
+	FlushLUKSKeyslotWipe     FlushPoint = "luks-keyslot-wipe"
+	FlushLUKSEndCommit       FlushPoint = "luks-end-commit"
 )
 
 // FlushPoints lists every flush point, in the order of the design's table.
@@ -33,7 +38,8 @@ func FlushPoints() []FlushPoint {
 	return []FlushPoint{FlushCreateDigestTable, FlushHeaderCommit, FlushJournalRecord, FlushJournalData,
 		FlushChecksumRecord, FlushChecksumData, FlushWindowData, FlushProgressRecord,
 		FlushOnlineCommit, FlushRecoverJournalData, FlushRecoverChecksumData,
-		FlushAcceptDamage, FlushAcceptIdentity}
+		FlushAcceptDamage, FlushAcceptIdentity,
+		FlushLUKSKeyslotMaterial, FlushLUKSStartCommit, FlushLUKSFinalCommit, FlushLUKSKeyslotWipe, FlushLUKSEndCommit}
 }
 
 // Meta is the flush of the metadata device that follows data flush point p

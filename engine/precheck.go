@@ -35,8 +35,10 @@ func (c *conv) checkBeforeCreate(om sectorcipher.Mapping, fresh, force, sized bo
 	}
 	// The data first: a half-converted device is the likelier story than
 	// user data in the metadata area, and its message says where to look.
-	if err := c.checkPlausible(om, where); err != nil {
-		return err
+	if !c.keyVerified {
+		if err := c.checkPlausible(om, where); err != nil {
+			return err
+		}
 	}
 	if !fresh {
 		return nil // the metadata holds an earlier conversion of ours

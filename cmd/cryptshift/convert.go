@@ -25,7 +25,7 @@ func convertCommand(stderr io.Writer) *cli.Command {
 		Description: "Rewrites the data on DEVICE from the old mapping to the new one. Ctrl-C (SIGINT),\n" +
 			"SIGTERM or SIGHUP pauses after the current window; run the same command again to resume.\n" +
 			"Key files hold raw key bytes, as `cryptsetup open --type plain --key-file` reads them.",
-		Flags:  append(append(convertFlags(), onlineFlags()...), metricsFileFlag()),
+		Flags:  append(append(append(convertFlags(), luksConvertFlags()...), onlineFlags()...), metricsFileFlag()),
 		Before: protectKeys,
 		Action: func(c *cli.Context) error {
 			return convertAction(c, stderr)
@@ -38,7 +38,10 @@ func convertAction(c *cli.Context, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := refuseLUKS(dev); err != nil {
+	if sig := detectLUKS(dev); sig != nil {
+		return convertLUKS(c, stderr, dev, sig)
+	}
+	if err := luksFlagsOn(c); err != nil {
 		return err
 	}
 	cfg, err := configFromFlags(c)

@@ -65,6 +65,12 @@ func (ks *keyFiles) keep(k *secret.Key) {
 // path names one of the unit's credentials (credentials.go). The key
 // stays valid until ks.wipe.
 func readKeyFile(ks *keyFiles, flag, path string) ([]byte, error) {
+	return readKeyFileMax(ks, flag, path, maxKeyFile)
+}
+
+// readKeyFileMax is readKeyFile for files of at most max bytes (a LUKS
+// passphrase file may be longer than a raw key).
+func readKeyFileMax(ks *keyFiles, flag, path string, maxLen int) ([]byte, error) {
 	if path == "" {
 		return nil, nil
 	}
@@ -96,13 +102,13 @@ func readKeyFile(ks *keyFiles, flag, path string) ([]byte, error) {
 		// The guard in front of an online worker already said so.
 		warnLooseKeyFile(ks.warn, path, st)
 	}
-	key, err := readSecret(f, maxKeyFile)
+	key, err := readSecret(f, maxLen)
 	if err != nil {
 		return nil, usageErr("--%s: read %s: %v", flag, path, err)
 	}
 	switch {
 	case key == nil:
-		return nil, usageErr("--%s %s is larger than %d bytes: not a raw key file", flag, path, maxKeyFile)
+		return nil, usageErr("--%s %s is larger than %d bytes: not a key file", flag, path, maxLen)
 	case len(key.Bytes()) == 0:
 		return nil, usageErr("--%s %s is empty", flag, path)
 	}

@@ -35,7 +35,7 @@ func recoverCommand(stderr io.Writer) *cli.Command {
 			"choices); a NAME created after a reboot gets the --table-options, in crypttab's names\n" +
 			"(discard, same-cpu-crypt, submit-from-crypt-cpus, no-read-workqueue, no-write-workqueue,\n" +
 			"high-priority): the header does not record them.",
-		Flags: append(append([]cli.Flag{metadataFlag()}, keyFlags()...),
+		Flags: append(append([]cli.Flag{metadataFlag(), passFileFlag()}, keyFlags()...),
 			&cli.BoolFlag{Name: "accept-damage", Usage: "leave sectors recovery cannot restore as they are (they are listed) so the conversion can go on"},
 			&cli.StringFlag{Name: "activate", Usage: "afterwards, set up device-mapper device `NAME` for the recorded progress"},
 			&cli.StringFlag{Name: "table-options", Usage: "with --activate, dm-crypt options for a NAME that does not exist, in crypttab's names: `LIST` of discard, same-cpu-crypt, submit-from-crypt-cpus, no-read-workqueue, no-write-workqueue, high-priority"},
@@ -57,6 +57,12 @@ func recoverCommand(stderr io.Writer) *cli.Command {
 			dev, err := deviceArg(c)
 			if err != nil {
 				return err
+			}
+			if sig := luksVolume(dev); sig != nil {
+				return recoverLUKS(c, dev, sig)
+			}
+			if c.IsSet("key-file") {
+				return usageErr("--key-file is for LUKS2 volumes; DEVICE has no LUKS2 header (give --old-key-file and --new-key-file)")
 			}
 			opts, err := parseTableOptions(c.String("table-options"))
 			if err != nil {

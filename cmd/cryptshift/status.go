@@ -28,6 +28,9 @@ func statusCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			if luksVolume(dev) != nil {
+				return statusLUKS(c, dev)
+			}
 			// Not exclusive: status is for watching a running conversion
 			// too. Nothing read here is authenticated (no keys), so it is
 			// only ever displayed.

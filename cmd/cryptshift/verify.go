@@ -21,7 +21,7 @@ func verifyCommand() *cli.Command {
 		Usage:     "audit a conversion's header, log and layout (and with --data every converted window); exit 0 when clean (or clean after --repair), 9 when problems remain",
 		ArgsUsage: "DEVICE",
 		Before:    protectKeys,
-		Flags: append(append([]cli.Flag{metadataFlag()}, keyFlags()...),
+		Flags: append(append([]cli.Flag{metadataFlag(), passFileFlag()}, keyFlags()...),
 			&cli.BoolFlag{Name: "data", Usage: "also read every converted window and compare it with the digest recorded when it was written"},
 			&cli.StringFlag{Name: "online", Usage: "also check that device-mapper device `NAME` serves the data with the table the recorded progress calls for"},
 			&cli.BoolFlag{Name: "repair", Usage: "if one header copy is damaged, altered or stale and the other is authentic, rewrite that copy only, from the authentic one, and flush; " +
@@ -31,6 +31,14 @@ func verifyCommand() *cli.Command {
 			dev, err := deviceArg(c)
 			if err != nil {
 				return err
+			}
+			if sig := luksVolume(dev); sig != nil {
+				return verifyLUKS(c, dev, sig, func(t engine.Target, oldKey, newKey []byte) error {
+					return runVerify(c.Context, c.App.Writer, dev, t, oldKey, newKey, fsck.Options{Data: c.Bool("data")})
+				})
+			}
+			if c.IsSet("key-file") {
+				return usageErr("--key-file is for LUKS2 volumes; DEVICE has no LUKS2 header (give --old-key-file and --new-key-file)")
 			}
 			repair := c.Bool("repair")
 			if repair && c.String("online") != "" {

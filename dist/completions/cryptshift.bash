@@ -13,30 +13,30 @@ _cryptshift() {
 	convert)
 		case $prev in
 		--old-key-file|--new-key-file|--metadata|--metrics-file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-		--old-cipher|--old-sector-size|--old-iv-offset|--new-cipher|--new-sector-size|--new-iv-offset|--data-offset|--data-size|--metadata-size|--resilience|--window|--shift|--progress|--progress-interval|--online|--crypto|--new-like) COMPREPLY=(); return ;;
+		--old-cipher|--old-sector-size|--old-iv-offset|--new-cipher|--new-sector-size|--new-iv-offset|--data-offset|--data-size|--metadata-size|--resilience|--window|--shift|--progress|--progress-interval|--key-file|--key-slot|--new-key-size|--online|--crypto|--new-like) COMPREPLY=(); return ;;
 		esac
 		case $cur in
-		-*) COMPREPLY=($(compgen -W '--old-cipher --old-sector-size --old-iv-offset --old-iv-large-sectors --new-cipher --new-sector-size --new-iv-offset --new-iv-large-sectors --old-key-file --new-key-file --data-offset --data-size --metadata --metadata-size --resilience --window --shift --force --progress --progress-interval --online --crypto --new-like --metrics-file --help -h' -- "$cur")) ;;
+		-*) COMPREPLY=($(compgen -W '--old-cipher --old-sector-size --old-iv-offset --old-iv-large-sectors --new-cipher --new-sector-size --new-iv-offset --new-iv-large-sectors --old-key-file --new-key-file --data-offset --data-size --metadata --metadata-size --resilience --window --shift --force --progress --progress-interval --key-file --key-slot --new-key-size --online --crypto --new-like --metrics-file --help -h' -- "$cur")) ;;
 		*) COMPREPLY=($(compgen -f -- "$cur")) ;;
 		esac
 		;;
 	recover)
 		case $prev in
 		--metadata|--old-key-file|--new-key-file|--tab) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-		--activate|--table-options|--wait) COMPREPLY=(); return ;;
+		--key-file|--activate|--table-options|--wait) COMPREPLY=(); return ;;
 		esac
 		case $cur in
-		-*) COMPREPLY=($(compgen -W '--metadata --old-key-file --new-key-file --accept-damage --activate --table-options --all --tab --wait --help -h' -- "$cur")) ;;
+		-*) COMPREPLY=($(compgen -W '--metadata --key-file --old-key-file --new-key-file --accept-damage --activate --table-options --all --tab --wait --help -h' -- "$cur")) ;;
 		*) COMPREPLY=($(compgen -f -- "$cur")) ;;
 		esac
 		;;
 	verify)
 		case $prev in
 		--metadata|--old-key-file|--new-key-file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-		--online) COMPREPLY=(); return ;;
+		--key-file|--online) COMPREPLY=(); return ;;
 		esac
 		case $cur in
-		-*) COMPREPLY=($(compgen -W '--metadata --old-key-file --new-key-file --data --online --repair --help -h' -- "$cur")) ;;
+		-*) COMPREPLY=($(compgen -W '--metadata --key-file --old-key-file --new-key-file --data --online --repair --help -h' -- "$cur")) ;;
 		*) COMPREPLY=($(compgen -f -- "$cur")) ;;
 		esac
 		;;

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cryptshift/cryptshift/luks"
 	"github.com/cryptshift/cryptshift/sectorcipher"
@@ -19,8 +20,10 @@ import (
 
 // luksImage is the default guest plus libgcc_s, which glibc loads at run
 // time (ldd does not list it) when a thread exits: cryptsetup's Argon2
-// runs in threads.
-var luksImage = Image{Files: map[string]string{"/lib/x86_64-linux-gnu/libgcc_s.so.1": "/lib/x86_64-linux-gnu/libgcc_s.so.1"}}
+// runs in threads; and the CLI with its test hooks, for the LUKS2
+// conversion that shares the boot (luksConvertScript).
+var luksImage = Image{Files: map[string]string{"/lib/x86_64-linux-gnu/libgcc_s.so.1": "/lib/x86_64-linux-gnu/libgcc_s.so.1"},
+	GoPackages: []string{"./cmd/cryptshift"}, GoTags: []string{"testhooks"}}
 
 // TestLUKSMappingMatchesCryptsetup formats LUKS1 and LUKS2 images with
 // stock cryptsetup on the host, derives their data mapping with package
@@ -91,7 +94,13 @@ func TestLUKSMappingMatchesCryptsetup(t *testing.T) {
 		fmt.Fprintf(&script, "dd if=/etc/vm/plain of=/dev/mapper/l%d bs=64k conv=fsync 2>/dev/null\n", i)
 		fmt.Fprintf(&script, "cryptsetup close l%d\n", i)
 	}
-	res := Run(t, Config{Image: luksImage, Disks: disks, Files: files, Script: script.String()})
+	conv := luksConvertSetup(t, dir, files, len(disks))
+	disks = append(disks, conv.img)
+	script.WriteString(conv.script)
+	// The conversion (argon2id unlocks, mkfs, 12 MiB converted under TCG)
+	// needs more than the default boot time on a loaded machine.
+	res := Run(t, Config{Image: luksImage, Disks: disks, Files: files, Script: script.String(), Timeout: 20 * time.Minute})
+	conv.check(t, res)
 	for i, m := range maps {
 		line := regexp.MustCompile(fmt.Sprintf(`TABLE%d (\S.*)`, i)).FindStringSubmatch(res.Console)
 		if line == nil {
