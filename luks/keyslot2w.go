@@ -3,7 +3,6 @@ package luks
 import (
 	"crypto/rand"
 	"crypto/subtle"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -131,15 +130,7 @@ func (d *Draft2) AddDigest(key []byte, hashName string, iterations int) (int, er
 	if id < 0 {
 		return 0, fmt.Errorf("%w: the LUKS2 header has no free digest (at most %d)", errclass.Device, maxDigests2)
 	}
-	salt := make([]byte, saltSize)
-	if _, err := rand.Read(salt); err != nil {
-		return 0, fmt.Errorf("luks: digest salt: %w", err)
-	}
-	sum := pbkdf2.Key(key, salt, iterations, hf().Size(), hf)
-	js, err := marshalPlain(jsonDigest{
-		Type: "pbkdf2", Keyslots: []string{}, Segments: []string{}, Hash: hashName, Iterations: iterations,
-		Salt: base64.StdEncoding.EncodeToString(salt), Digest: base64.StdEncoding.EncodeToString(sum),
-	})
+	js, err := digestJSON(key, hashName, iterations, hf, []string{})
 	if err != nil {
 		return 0, err
 	}
