@@ -66,6 +66,10 @@ func (f *Fresh2) Wipe() { f.Material.Wipe() }
 // for the passphrase, the JSON as cryptsetup 2.6 writes it (members in its
 // order). It writes nothing.
 func FormatLUKS2(p FormatParams) (*Fresh2, error) {
+	return formatLUKS2(p, nil)
+}
+
+func formatLUKS2(p FormatParams, place placeFunc) (*Fresh2, error) {
 	if p.Cipher == "" {
 		p.Cipher = DefaultCipher
 	}
@@ -151,7 +155,7 @@ func FormatLUKS2(p FormatParams) (*Fresh2, error) {
 	if _, err := d.Metadata(); err != nil {
 		return nil, fmt.Errorf("luks: the LUKS2 header built from the parameters is invalid: %w", err)
 	}
-	mat, err := d.AddKeyslot(p.Keyslot, p.Key, p.Pass, KeyslotSpec{KDF: p.KDF, Encryption: p.Cipher, CipherKeySize: uint32(len(p.Key)), AFHash: p.AFHash}, 0)
+	mat, err := d.addKeyslot(p.Keyslot, p.Key, p.Pass, KeyslotSpec{KDF: p.KDF, Encryption: p.Cipher, CipherKeySize: uint32(len(p.Key)), AFHash: p.AFHash}, 0, place)
 	if err != nil {
 		return nil, err
 	}

@@ -146,6 +146,16 @@ func (d *Draft2) AddDigest(key []byte, hashName string, iterations int) (int, er
 // the keyslots area around every keyslot's area, of any type. It returns
 // the material to write before the commit; the draft is unchanged on error.
 func (d *Draft2) AddKeyslot(slot int, key, pass []byte, spec KeyslotSpec, digest int) (*KeyslotMaterial, error) {
+	return d.addKeyslot(slot, key, pass, spec, digest, nil)
+}
+
+// placeFunc places a keyslot area of size bytes in m; nil is firstFit.
+type placeFunc func(m *Metadata, hdrSize, size uint64) (uint64, error)
+
+func (d *Draft2) addKeyslot(slot int, key, pass []byte, spec KeyslotSpec, digest int, place placeFunc) (*KeyslotMaterial, error) {
+	if place == nil {
+		place = firstFit
+	}
 	m, err := d.Metadata()
 	if err != nil {
 		return nil, err
@@ -187,7 +197,7 @@ func (d *Draft2) AddKeyslot(slot int, key, pass []byte, spec KeyslotSpec, digest
 		return nil, err
 	}
 	areaSize := (uint64(len(key))*stripes + 4095) / 4096 * 4096
-	off, err := firstFit(m, d.HdrSize, areaSize)
+	off, err := place(m, d.HdrSize, areaSize)
 	if err != nil {
 		return nil, err
 	}

@@ -3,7 +3,6 @@ package luks
 import (
 	"bytes"
 	"crypto/rand"
-	"crypto/subtle"
 	"encoding/binary"
 	"fmt"
 	"sort"
@@ -152,23 +151,9 @@ func PlanRelayout1(v *Volume, oldKey []byte, p Relayout1Params) (*Relayout1, err
 	if len(p.Keep) == 0 {
 		return nil, fmt.Errorf("%w: no passphrase to carry over: the volume would have no keyslot", errclass.Usage)
 	}
-	// Which keyslot each kept passphrase opens.
-	kept := make([]int, len(p.Keep))
-	bySlot := map[int]int{}
-	for i, c := range p.Keep {
-		u, err := v.Unlock(c.Pass, c.Slot)
-		if err != nil {
-			return nil, fmt.Errorf("kept passphrase %d: %w", i+1, err)
-		}
-		same := subtle.ConstantTimeCompare(u.Key.Bytes(), oldKey) == 1
-		u.Wipe()
-		if !same {
-			return nil, fmt.Errorf("%w: kept passphrase %d opens a keyslot of another volume key", errclass.WrongKey, i+1)
-		}
-		if j, dup := bySlot[u.Slot]; dup {
-			return nil, fmt.Errorf("%w: kept passphrases %d and %d open the same keyslot %d", errclass.Usage, j+1, i+1, u.Slot)
-		}
-		bySlot[u.Slot], kept[i] = i, u.Slot
+	kept, bySlot, err := keptSlots(v, oldKey, p.Keep)
+	if err != nil {
+		return nil, err
 	}
 	r := &Relayout1{base: o.Raw}
 	var stay []int // active, not kept, in keyslots 0 to 5: removed at the switch
@@ -387,47 +372,8 @@ func (r *Relayout1) Commit(dev blockdev.Device) error {
 	if cur.Raw != r.base {
 		return fmt.Errorf("%w: the LUKS1 header changed since the re-layout was planned: refusing to overwrite it", errclass.Conflict)
 	}
-	for _, s := range r.drop {
-		_, h, err := readPhdrSectors(dev)
-		if err != nil {
-			return err
-		}
-		d := h.Draft()
-		if _, err := d.RemoveKeyslot(s); err != nil {
-			return err
-		}
-		if err := CommitLUKS1(dev, d); err != nil {
-			return err
-		}
-	}
-	for _, m := range r.moves {
-		_, h, err := readPhdrSectors(dev)
-		if err != nil {
-			return err
-		}
-		d := h.Draft()
-		mat, err := d.AddKeyslot(m.to, r.oldKey.Bytes(), m.pass, m.iter)
-		if err != nil {
-			return err
-		}
-		err = WriteKeyslotMaterial(dev, mat)
-		mat.Wipe()
-		if err == nil {
-			err = CommitLUKS1(dev, d)
-		}
-		if err != nil {
-			return err
-		}
-		if _, h, err = readPhdrSectors(dev); err != nil {
-			return err
-		}
-		d = h.Draft()
-		if _, err := d.RemoveKeyslot(m.from); err != nil {
-			return err
-		}
-		if err := CommitLUKS1(dev, d); err != nil {
-			return err
-		}
+	if err := runMoves(dev, r.oldKey, r.drop, r.moves); err != nil {
+		return err
 	}
 	b, _, err := readPhdrSectors(dev)
 	if err != nil {
