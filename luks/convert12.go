@@ -33,7 +33,9 @@ type LUKS1ToLUKS2Params struct {
 	SectorSize int    // 512 if 0
 	// MetadataSize of one copy (16 KiB if 0). DataOffset is where the data
 	// start under the LUKS2 header: 0 for the LUKS1 payload offset, more
-	// once the data have moved to make room (a shift).
+	// once the data have moved to make room (a shift): Commit then writes
+	// keyslots into, and wipes, the bytes between the LUKS1 payload and
+	// DataOffset, which must no longer hold data.
 	MetadataSize, DataOffset uint64
 	Label, Subsystem         string
 	DigestIterations         int    // of the new pbkdf2 digest, at least 1000

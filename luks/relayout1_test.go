@@ -270,7 +270,10 @@ func TestLUKS1RelayoutCrash(t *testing.T) {
 	fresh := readImage(t, im.path)
 	oldKey := unlockKey(t, im.path, []byte("zero"))
 	newKey := randKey(t, 64)
-	opts := fault.EnumOptions{MaxStates: 48, Torn: true, Seed: 3}
+	opts, torn := fault.EnumOptions{MaxStates: 32, Torn: true, Seed: 3}, 6
+	if testing.Short() {
+		opts.MaxStates, torn = 12, 2
+	}
 	cases := []struct {
 		name   string
 		keep   []string
@@ -335,7 +338,7 @@ func TestLUKS1RelayoutCrash(t *testing.T) {
 				}
 			}
 			var failure error
-			for i, st := range crashStates(t, dom, opts, 8) {
+			for i, st := range crashStates(t, dom, opts, torn) {
 				imgs, err := dom.Image(st.K, st.Choice)
 				if err != nil {
 					t.Fatal(err)
