@@ -138,7 +138,7 @@ func PlanLUKS1ToLUKS2(v *Volume, oldKey []byte, p LUKS1ToLUKS2Params) (*LUKS1ToL
 			return nil, fmt.Errorf("%w: LUKS1 keyslot %d lies where the LUKS2 metadata goes and no free LUKS1 keyslot is left to move it to: keep fewer keyslots", errclass.Device, s)
 		}
 		live[to] = true
-		c.moves = append(c.moves, relayMove{from: s, to: to, pass: p.Keep[i].Pass, iter: o.Keyslots[s].Iterations})
+		c.moves = append(c.moves, relayMove{from: s, to: to, pass: p.Keep[i].Pass, iter: max(o.Keyslots[s].Iterations, 1000)}) // AddKeyslot takes no less than cryptsetup's minimum
 	}
 	secs := afSectors(uint64(o.KeyBytes))
 	var busy []Area

@@ -324,3 +324,23 @@ func checkConvertState(t *testing.T, b []byte, oldKey, newKey []byte, passes []s
 	}
 	return nil
 }
+
+// TestLUKS1ToLUKS2OldLayout: cryptsetup's early-format test image
+// (aes-cbc-plain, sha1, payload at 1010 sectors, not 4 KiB aligned,
+// keyslot iterations far below today's minimum) becomes a LUKS2 volume
+// stock cryptsetup opens with the same passphrase and volume key.
+func TestLUKS1ToLUKS2OldLayout(t *testing.T) {
+	dir := unxz(t, "compatv10image.img.xz")
+	path := filepath.Join(dir, "compatv10image.img")
+	oldKey := unlockKey(t, path, []byte("compatkey"))
+	c := convertFile(t, path, oldKey, LUKS1ToLUKS2Params{DigestIterations: 1000, Keep: []Carry2{{Slot: AnySlot, Pass: []byte("compatkey"), KDF: pbkdf2KDF}}})
+	pf := writeFile(t, filepath.Join(dir, "pass"), []byte("compatkey"))
+	runCS(t, "open", "--test-passphrase", "--key-file", pf, path)
+	if got := csKey(t, path, pf); !bytes.Equal(got, oldKey) {
+		t.Error("cryptsetup dumps another key")
+	}
+	if f := dumpFields(runCS(t, "luksDump", path)); f["Version"] != "2" || !strings.HasPrefix(f["offset"], "517120 ") {
+		t.Errorf("luksDump: version %q, data offset %q", f["Version"], f["offset"])
+	}
+	t.Logf("keyslot %d", c.Slots[0])
+}

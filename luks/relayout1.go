@@ -36,7 +36,8 @@ type Carry1 struct {
 	// Slot is the keyslot the passphrase opens now, or AnySlot to find it.
 	Slot int
 	Pass []byte
-	// Iterations of the new keyslot's PBKDF2; 0 keeps the old keyslot's.
+	// Iterations of the new keyslot's PBKDF2; 0 keeps the old keyslot's
+	// (raised to cryptsetup's minimum of 1000 if below).
 	Iterations uint32
 }
 
@@ -236,7 +237,7 @@ func PlanRelayout1(v *Volume, oldKey []byte, p Relayout1Params) (*Relayout1, err
 	}
 	for i, s := range best {
 		if s != kept[i] {
-			it := o.Keyslots[kept[i]].Iterations
+			it := max(o.Keyslots[kept[i]].Iterations, 1000) // AddKeyslot takes no less than cryptsetup's minimum
 			r.moves = append(r.moves, relayMove{from: kept[i], to: s, pass: p.Keep[i].Pass, iter: it})
 		}
 	}
@@ -283,7 +284,7 @@ func PlanRelayout1(v *Volume, oldKey []byte, p Relayout1Params) (*Relayout1, err
 	for i, s := range bestNew {
 		it := p.Keep[i].Iterations
 		if it == 0 {
-			it = o.Keyslots[kept[i]].Iterations
+			it = max(o.Keyslots[kept[i]].Iterations, 1000)
 		}
 		if it < 1000 {
 			r.Wipe()
