@@ -67,6 +67,17 @@ func WriteKeyslotMaterial(dev blockdev.Device, m *KeyslotMaterial) error {
 // material. Call it only after the commit that dropped the keyslot is
 // durable; before, the old header still needs the material.
 func WipeKeyslotArea(dev blockdev.Device, a Area) error {
+	if err := writeRandom(dev, a); err != nil {
+		return err
+	}
+	if err := dev.Flush(); err != nil {
+		return errclass.IOf("luks: flush keyslot wipe", err)
+	}
+	return nil
+}
+
+// writeRandom overwrites an area with bytes from crypto/rand, unflushed.
+func writeRandom(dev blockdev.Device, a Area) error {
 	const chunk = 1 << 20
 	buf := make([]byte, min(a.Size, chunk))
 	for off := uint64(0); off < a.Size; off += uint64(len(buf)) {
@@ -77,9 +88,6 @@ func WipeKeyslotArea(dev blockdev.Device, a Area) error {
 		if _, err := dev.WriteAt(buf[:n], int64(a.Offset+off)); err != nil {
 			return errclass.IOf(fmt.Sprintf("luks: wipe keyslot area at %d", a.Offset+off), err)
 		}
-	}
-	if err := dev.Flush(); err != nil {
-		return errclass.IOf("luks: flush keyslot wipe", err)
 	}
 	return nil
 }

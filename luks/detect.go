@@ -35,12 +35,17 @@ type Signature struct {
 	// Reencrypting: the magic is the one cryptsetup's legacy (LUKS1)
 	// reencryption writes while it runs.
 	Reencrypting bool
+	// InConversion: the magic is LUKS\xde\xad and the phdr carries
+	// cryptshift's mark (MarkLUKS1), not cryptsetup's reencryption.
+	InConversion bool
 }
 
 // String names the volume for messages, e.g. "LUKS2 volume (UUID ...)".
 func (s *Signature) String() string {
 	what := fmt.Sprintf("LUKS%d volume", s.Version)
-	if s.Reencrypting {
+	if s.InConversion {
+		what = "LUKS1 volume marked as in conversion by cryptshift (magic LUKS\\xde\\xad)"
+	} else if s.Reencrypting {
 		what = "LUKS1 volume in the middle of a cryptsetup-reencrypt run (magic LUKS\\xde\\xad)"
 	}
 	if s.Offset != 0 {
@@ -68,7 +73,7 @@ func Detect(r io.ReaderAt, size int64) (*Signature, error) {
 		v := int(binary.BigEndian.Uint16(buf[6:8]))
 		switch {
 		case bytes.Equal(buf[:6], magicReenc):
-			return &Signature{Version: v, UUID: cString(buf[168:208]), Reencrypting: true}, nil
+			return &Signature{Version: v, UUID: cString(buf[168:208]), Reencrypting: true, InConversion: n >= markEnd && markedBy(buf[:n])}, nil
 		case bytes.Equal(buf[:6], magic1st) && v != 2:
 			return &Signature{Version: v, UUID: cString(buf[168:208])}, nil
 		case bytes.Equal(buf[:6], magic1st) && n >= 264 && binary.BigEndian.Uint64(buf[256:264]) == 0:

@@ -3,7 +3,6 @@ package luks
 import (
 	"crypto/rand"
 	"crypto/subtle"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -131,15 +130,7 @@ func (d *Draft2) AddDigest(key []byte, hashName string, iterations int) (int, er
 	if id < 0 {
 		return 0, fmt.Errorf("%w: the LUKS2 header has no free digest (at most %d)", errclass.Device, maxDigests2)
 	}
-	salt := make([]byte, saltSize)
-	if _, err := rand.Read(salt); err != nil {
-		return 0, fmt.Errorf("luks: digest salt: %w", err)
-	}
-	sum := pbkdf2.Key(key, salt, iterations, hf().Size(), hf)
-	js, err := marshalPlain(jsonDigest{
-		Type: "pbkdf2", Keyslots: []string{}, Segments: []string{}, Hash: hashName, Iterations: iterations,
-		Salt: base64.StdEncoding.EncodeToString(salt), Digest: base64.StdEncoding.EncodeToString(sum),
-	})
+	js, err := digestJSON(key, hashName, iterations, hf, []string{})
 	if err != nil {
 		return 0, err
 	}
@@ -155,6 +146,16 @@ func (d *Draft2) AddDigest(key []byte, hashName string, iterations int) (int, er
 // the keyslots area around every keyslot's area, of any type. It returns
 // the material to write before the commit; the draft is unchanged on error.
 func (d *Draft2) AddKeyslot(slot int, key, pass []byte, spec KeyslotSpec, digest int) (*KeyslotMaterial, error) {
+	return d.addKeyslot(slot, key, pass, spec, digest, nil)
+}
+
+// placeFunc places a keyslot area of size bytes in m; nil is firstFit.
+type placeFunc func(m *Metadata, hdrSize, size uint64) (uint64, error)
+
+func (d *Draft2) addKeyslot(slot int, key, pass []byte, spec KeyslotSpec, digest int, place placeFunc) (*KeyslotMaterial, error) {
+	if place == nil {
+		place = firstFit
+	}
 	m, err := d.Metadata()
 	if err != nil {
 		return nil, err
@@ -196,7 +197,7 @@ func (d *Draft2) AddKeyslot(slot int, key, pass []byte, spec KeyslotSpec, digest
 		return nil, err
 	}
 	areaSize := (uint64(len(key))*stripes + 4095) / 4096 * 4096
-	off, err := firstFit(m, d.HdrSize, areaSize)
+	off, err := place(m, d.HdrSize, areaSize)
 	if err != nil {
 		return nil, err
 	}

@@ -14,8 +14,11 @@ type Volume struct {
 	UUID    string
 	V1      *LUKS1
 	V2      *LUKS2
-	dev     io.ReaderAt
-	size    int64
+	// InConversion: the LUKS1 volume carries cryptshift's in-conversion
+	// mark (OpenMarked; Open refuses such a volume with ErrInConversion).
+	InConversion bool
+	dev          io.ReaderAt
+	size         int64
 }
 
 // Open reads and validates the LUKS header of a device of size bytes. A
@@ -42,6 +45,12 @@ func Open(dev io.ReaderAt, size int64) (*Volume, error) {
 	// copy: an unknown one ends the load.
 	if n >= 8 && string(b[:6]) == string(magic1st) && (b[6] != 0 || b[7] != 2) {
 		return nil, fmt.Errorf("%w: unsupported LUKS version %d", errclass.Header, int(b[6])<<8|int(b[7]))
+	}
+	if n >= 1024 && string(b[:6]) == string(magicReenc) && b[6] == 0 && b[7] == 1 {
+		if markedBy(b) {
+			return nil, fmt.Errorf("%w: %w (magic LUKS\\xde\\xad): stock cryptsetup does not open it; run cryptshift recover", errclass.Device, ErrInConversion)
+		}
+		return nil, fmt.Errorf("%w: LUKS1 volume in the middle of a cryptsetup-reencrypt run (magic LUKS\\xde\\xad): finish it with cryptsetup first", errclass.Device)
 	}
 	if string(b[:6]) != string(magic1st) {
 		// No primary: LUKS2 only if a secondary copy is where one may be.

@@ -31,7 +31,7 @@ func (d *Draft1) header() (*LUKS1, error) {
 	b := make([]byte, binHeaderSize)
 	copy(b, d.phdr[:])
 	// The size check belongs to the commit, which knows the device.
-	return parseLUKS1(b, 1<<62)
+	return parseLUKS1Marked(b, 1<<62)
 }
 
 func (d *Draft1) claim(slot int) error {
@@ -157,7 +157,7 @@ func CommitLUKS1(dev blockdev.Device, d *Draft1) error {
 	}
 	b := make([]byte, binHeaderSize)
 	copy(b, d.phdr[:])
-	if _, err := parseLUKS1(b, dev.Size()); err != nil {
+	if _, err := parseLUKS1Marked(b, dev.Size()); err != nil {
 		return err
 	}
 	o := keyslot1Offset + d.changed*keyslot1Size
