@@ -116,8 +116,9 @@ type HolderBeginner interface {
 // the data area, so the kernel's crypto engine does the work. The engine
 // still computes the plaintext digests and writes the metadata itself.
 //
-// Only resilience shift and none can use it: journal and checksum records
-// are made of old and new ciphertext, which such devices never show.
+// Every mode can use it: journal's record is the old ciphertext, which the
+// engine reads raw from Target.Data; checksum's record also needs the new
+// ciphertext, which only a Sealer can show (see Sealer).
 type CryptoDevices interface {
 	// Open is called once, after a HolderBeginner's Begin and before the
 	// first window. Byte 0 of old and new is the data area's first byte:
@@ -406,15 +407,6 @@ func conflicts(h *header.Header, cfg Config) error {
 		return nil
 	}
 	return fmt.Errorf("%w: the conversion in progress was started differently: %s", errclass.Conflict, joinComma(diffs))
-}
-
-// cryptoFits refuses CryptoDevices for the modes whose records need the
-// ciphertext (see CryptoDevices), before anything is written.
-func cryptoFits(m header.Mode, opts Options) error {
-	if opts.Crypto != nil && m != header.ModeShift && m != header.ModeNone {
-		return fmt.Errorf("%w: kernel crypto needs --resilience shift or none: %s records hold ciphertext, which only userspace crypto sees", errclass.Usage, m)
-	}
-	return nil
 }
 
 func joinComma(s []string) string {
