@@ -136,7 +136,11 @@ type Options struct {
 	Holder Holder
 	// Crypto, when set, moves the data through devices that encrypt and
 	// decrypt it (see CryptoDevices) instead of userspace ciphers.
-	Crypto   CryptoDevices
+	Crypto CryptoDevices
+	// Ciphers, when set, builds the transforms of the two mappings
+	// instead of sectorcipher.New: the kernel's (package kcipher), for
+	// specs without a userspace cipher or when the user asks for it.
+	Ciphers  CipherMaker
 	Progress func(Progress)
 	Hooks    *Hooks
 	// UUID fixes the conversion identity of a new conversion; tests use it
@@ -303,11 +307,11 @@ func newConv(t Target, store *header.Store, h *header.Header, macKey, oldKey, ne
 	if err != nil {
 		return nil, err
 	}
-	oc, err := sectorcipher.New(om)
+	oc, err := opts.cipher(om, h.DataSize/512)
 	if err != nil {
 		return nil, fmt.Errorf("%w: old mapping: %w", errclass.Usage, err)
 	}
-	nc, err := sectorcipher.New(nm)
+	nc, err := opts.cipher(nm, h.DataSize/512)
 	if err != nil {
 		return nil, fmt.Errorf("%w: new mapping: %w", errclass.Usage, err)
 	}
@@ -371,7 +375,7 @@ func conflicts(h *header.Header, cfg Config) error {
 	var diffs []string
 	side := func(name string, s Side, m header.Mapping) {
 		if s.Cipher != "" {
-			spec, err := sectorcipher.ParseSpec(s.Cipher)
+			spec, err := sectorcipher.ParseKernelSpec(s.Cipher)
 			if err != nil || spec.String() != m.Cipher {
 				diffs = append(diffs, fmt.Sprintf("--%s-cipher %s (recorded %s)", name, s.Cipher, m.Cipher))
 			}
@@ -449,6 +453,9 @@ func (c *conv) checkIdentity() error {
 		return errclass.IOf(fmt.Sprintf("read window %d", w), err)
 	}
 	d := c.plainDigest(buf, w, start, c.newC)
+	if err := c.cipherErr(); err != nil {
+		return err
+	}
 	if header.DigestEntry(c.macKey, w, d) != entry {
 		return fmt.Errorf("%w: window %d (%s) does not hold the data this conversion wrote there: wrong device, or it was changed since; if this is the device, `cryptshift recover --accept-damage` (or convert --force) accepts the window as it is and goes on", errclass.Device, w, c.windowBytes(w))
 	}

@@ -216,6 +216,9 @@ func (c *conv) readDigest(w uint64) ([header.DigestEntrySize]byte, error) {
 // writeWindow writes a converted window and its digest entry; the caller
 // flushes both together.
 func (c *conv) writeWindow(w uint64, start int64, buf []byte, digest [32]byte) error {
+	if err := c.cipherErr(); err != nil {
+		return err
+	}
 	dev, off := c.t.Data, int64(c.h.NewOffset)+start
 	if c.plainNew != nil {
 		dev, off = c.plainNew, start // buf is plaintext; dev encrypts it

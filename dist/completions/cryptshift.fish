@@ -30,7 +30,7 @@ complete -c cryptshift -n '__fish_seen_subcommand_from convert' -l force -d 'do 
 complete -c cryptshift -n '__fish_seen_subcommand_from convert' -l progress -x -d 'progress display MODE: auto, bar, plain, json or none (auto: bar on a terminal, plain lines otherwise and under systemd)'
 complete -c cryptshift -n '__fish_seen_subcommand_from convert' -l progress-interval -x -d 'DURATION between plain progress lines (json: default 1s; 0: after every window)'
 complete -c cryptshift -n '__fish_seen_subcommand_from convert' -l online -x -d 'convert while device-mapper device NAME serves DEVICE\'s data (and may be mounted); its live table gives the old mapping'
-complete -c cryptshift -n '__fish_seen_subcommand_from convert' -l crypto -x -d 'with --online: ENGINE that encrypts and decrypts: userspace (cryptshift\'s own ciphers) or kernel (private dm-crypt devices)'
+complete -c cryptshift -n '__fish_seen_subcommand_from convert' -l crypto -x -d 'ENGINE that encrypts and decrypts: auto (userspace where cryptshift has the cipher, the kernel otherwise), userspace (cryptshift\'s own ciphers) or kernel (the kernel\'s dm-crypt through private devices, for any spec it accepts)'
 complete -c cryptshift -n '__fish_seen_subcommand_from convert' -l new-like -x -d 'with --online: take the new mapping from the live table of device-mapper device DEST over DEVICE; DEST is removed at the end'
 complete -c cryptshift -n '__fish_seen_subcommand_from convert' -l metrics-file -r -F -d 'write Prometheus text-format metrics to PATH about every 10s and at the end, replacing it atomically (for node_exporter\'s textfile collector, which reads *.prom files)'
 complete -c cryptshift -n '__fish_seen_subcommand_from convert' -l help -s h -d 'show help'
