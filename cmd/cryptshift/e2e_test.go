@@ -231,7 +231,7 @@ func TestEndToEnd(t *testing.T) {
 	// The engine must be one of three; kernel crypto offline needs the
 	// kernel's device-mapper, which this host lacks (tests/vm has it),
 	// and the refusal names the flag.
-	for _, bad := range [][]string{{"--crypto", "kernel", "--resilience", "shift"}, {"--crypto", "gpu"}} {
+	for _, bad := range [][]string{{"--crypto", "kernel"}, {"--crypto", "gpu"}} {
 		r := c.must(exitUsage, nil, convert(oldKey, newKey, bad...)...)
 		if !strings.Contains(r.stderr, "--crypto") {
 			t.Errorf("%v: the error does not name --crypto: %q", bad, r.stderr)

@@ -70,9 +70,9 @@ func New(m sectorcipher.Mapping, sectors uint64) (*Cipher, error) {
 	if err := dm.Create(c.name, "", []dm.Target{dm.MappingTarget(m, mem.Devno, 0, 0, sectors, nil)}); err != nil {
 		mem.Close()
 		if why := log.reason(); why != "" {
-			return nil, fmt.Errorf("the kernel's dm-crypt refuses %s: %s (%w)", m.Spec, why, err)
+			return nil, fmt.Errorf("the kernel's dm-crypt did not load %s: %s (%w)", m.Spec, why, err)
 		}
-		return nil, fmt.Errorf("the kernel's dm-crypt refuses %s: %w", m.Spec, err)
+		return nil, fmt.Errorf("the kernel's dm-crypt did not load %s: %w", m.Spec, err)
 	}
 	path, err := dm.DevicePath(c.name)
 	if err == nil {
