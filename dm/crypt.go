@@ -175,7 +175,7 @@ func (c Crypt) Mapping() (sectorcipher.Mapping, error) {
 	if c.KeyRef != "" {
 		return sectorcipher.Mapping{}, fmt.Errorf("%w (key %s)", ErrKeyringKey, c.KeyRef)
 	}
-	spec, err := sectorcipher.ParseSpec(c.Cipher)
+	spec, err := sectorcipher.ParseKernelSpec(c.Cipher)
 	if err != nil {
 		return sectorcipher.Mapping{}, fmt.Errorf("dm: crypt table: %w", err)
 	}

@@ -105,13 +105,13 @@ func TestCryptMapping(t *testing.T) {
 func TestCryptMappingRefuses(t *testing.T) {
 	k := hexKey(testkit.Key(64, 3))
 	cases := map[string]string{
-		"aes-xts-plain64 :64:logon:x 0 8:0 0":                                 "keyring",
-		"aes-xts-plain64 " + k + " 0 8:0 0 1 integrity:28:aead":               "not supported",
-		"aes-xts-plain64 " + k + " 0 8:0 0 1 sector_size:1000":                "sector_size",
-		"aes-xts-plain64 " + k + " 1 8:0 0 1 sector_size:4096":                "iv_offset",
-		"serpent-xts-plain64 " + k + " 0 8:0 0":                               "unsupported cipher",
-		"aes-xts-plain64 " + k[:10] + " 0 8:0 0":                              "key",
-		"aes-xts-plain64 " + k + " 0 8:0 0 2 sector_size:512 sector_size:512": "twice",
+		"aes-xts-plain64 :64:logon:x 0 8:0 0":                                           "keyring",
+		"aes-xts-plain64 " + k + " 0 8:0 0 1 integrity:28:aead":                         "not supported",
+		"aes-xts-plain64 " + k + " 0 8:0 0 1 sector_size:1000":                          "sector_size",
+		"aes-xts-plain64 " + k + " 1 8:0 0 1 sector_size:4096":                          "iv_offset",
+		"aes-xts-plain64-with-a-spec-name-longer-than-a-header-holds " + k + " 0 8:0 0": "longer than",
+		"aes-xts-plain64 " + k[:10] + " 0 8:0 0":                                        "key",
+		"aes-xts-plain64 " + k + " 0 8:0 0 2 sector_size:512 sector_size:512":           "twice",
 	}
 	for in, want := range cases {
 		c, err := ParseCrypt(in)
@@ -123,7 +123,13 @@ func TestCryptMappingRefuses(t *testing.T) {
 			t.Errorf("%q: error %v, want one mentioning %q", in, err, want)
 		}
 	}
-	c, _ := ParseCrypt("aes-xts-plain64 :64:logon:x 0 8:0 0")
+	// A spec without a userspace cipher is the kernel's to run: the
+	// mapping carries it verbatim.
+	c, _ := ParseCrypt("serpent-xts-plain64 " + k + " 0 8:0 0")
+	if m, err := c.Mapping(); err != nil || !m.Spec.KernelOnly() || m.Spec.String() != "serpent-xts-plain64" {
+		t.Fatalf("serpent-xts-plain64: %v, %v", m.Spec, err)
+	}
+	c, _ = ParseCrypt("aes-xts-plain64 :64:logon:x 0 8:0 0")
 	if _, err := c.Mapping(); !errors.Is(err, ErrKeyringKey) || !strings.Contains(err.Error(), "by file") {
 		t.Fatalf("keyring key: %v", err)
 	}

@@ -68,7 +68,7 @@ func fromFinished(cfg Config, h *header.Header) (Config, error) {
 	s, m := &cfg.Old, h.New
 	if s.Cipher == "" {
 		s.Cipher = m.Cipher
-	} else if spec, err := sectorcipher.ParseSpec(s.Cipher); err != nil || spec.String() != m.Cipher {
+	} else if spec, err := sectorcipher.ParseKernelSpec(s.Cipher); err != nil || spec.String() != m.Cipher {
 		diffs = append(diffs, fmt.Sprintf("--old-cipher %s (the data is %s)", s.Cipher, m.Cipher))
 	}
 	if s.SectorSize == 0 {
@@ -108,7 +108,7 @@ func fromFinished(cfg Config, h *header.Header) (Config, error) {
 // sideFits reports whether the old-side flags given agree with m.
 func sideFits(s Side, m header.Mapping) bool {
 	if s.Cipher != "" {
-		if spec, err := sectorcipher.ParseSpec(s.Cipher); err != nil || spec.String() != m.Cipher {
+		if spec, err := sectorcipher.ParseKernelSpec(s.Cipher); err != nil || spec.String() != m.Cipher {
 			return false
 		}
 	}

@@ -14,7 +14,7 @@ func buildMapping(name string, s Side) (sectorcipher.Mapping, error) {
 	if cipher == "" {
 		cipher = "aes-xts-plain64"
 	}
-	spec, err := sectorcipher.ParseSpec(cipher)
+	spec, err := sectorcipher.ParseKernelSpec(cipher)
 	if err != nil {
 		return sectorcipher.Mapping{}, fmt.Errorf("%w: --%s-cipher: %w", errclass.Usage, name, err)
 	}

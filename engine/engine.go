@@ -120,8 +120,9 @@ type HolderBeginner interface {
 // the data area, so the kernel's crypto engine does the work. The engine
 // still computes the plaintext digests and writes the metadata itself.
 //
-// Only resilience shift and none can use it: journal and checksum records
-// are made of old and new ciphertext, which such devices never show.
+// Every mode can use it: journal's record is the old ciphertext, which the
+// engine reads raw from Target.Data; checksum's record also needs the new
+// ciphertext, which only a Sealer can show (see Sealer).
 type CryptoDevices interface {
 	// Open is called once, after a HolderBeginner's Begin and before the
 	// first window. Byte 0 of old and new is the data area's first byte:
@@ -139,7 +140,11 @@ type Options struct {
 	Holder Holder
 	// Crypto, when set, moves the data through devices that encrypt and
 	// decrypt it (see CryptoDevices) instead of userspace ciphers.
-	Crypto   CryptoDevices
+	Crypto CryptoDevices
+	// Ciphers, when set, builds the transforms of the two mappings
+	// instead of sectorcipher.New: the kernel's (package kcipher), for
+	// specs without a userspace cipher or when the user asks for it.
+	Ciphers  CipherMaker
 	Progress func(Progress)
 	Hooks    *Hooks
 	// UUID fixes the conversion identity of a new conversion; tests use it
@@ -317,11 +322,11 @@ func newConv(t Target, store *header.Store, h *header.Header, macKey, oldKey, ne
 	if err != nil {
 		return nil, err
 	}
-	oc, err := sectorcipher.New(om)
+	oc, err := opts.cipher(om, h.DataSize/512)
 	if err != nil {
 		return nil, fmt.Errorf("%w: old mapping: %w", errclass.Usage, err)
 	}
-	nc, err := sectorcipher.New(nm)
+	nc, err := opts.cipher(nm, h.DataSize/512)
 	if err != nil {
 		return nil, fmt.Errorf("%w: new mapping: %w", errclass.Usage, err)
 	}
@@ -385,7 +390,7 @@ func conflicts(h *header.Header, cfg Config) error {
 	var diffs []string
 	side := func(name string, s Side, m header.Mapping) {
 		if s.Cipher != "" {
-			spec, err := sectorcipher.ParseSpec(s.Cipher)
+			spec, err := sectorcipher.ParseKernelSpec(s.Cipher)
 			if err != nil || spec.String() != m.Cipher {
 				diffs = append(diffs, fmt.Sprintf("--%s-cipher %s (recorded %s)", name, s.Cipher, m.Cipher))
 			}
@@ -421,15 +426,6 @@ func conflicts(h *header.Header, cfg Config) error {
 		return nil
 	}
 	return fmt.Errorf("%w: the conversion in progress was started differently: %s", errclass.Conflict, joinComma(diffs))
-}
-
-// cryptoFits refuses CryptoDevices for the modes whose records need the
-// ciphertext (see CryptoDevices), before anything is written.
-func cryptoFits(m header.Mode, opts Options) error {
-	if opts.Crypto != nil && m != header.ModeShift && m != header.ModeNone {
-		return fmt.Errorf("%w: kernel crypto needs --resilience shift or none: %s records hold ciphertext, which only userspace crypto sees", errclass.Usage, m)
-	}
-	return nil
 }
 
 func joinComma(s []string) string {
@@ -472,6 +468,9 @@ func (c *conv) checkIdentity() error {
 		return errclass.IOf(fmt.Sprintf("read window %d", w), err)
 	}
 	d := c.plainDigest(buf, w, start, c.newC)
+	if err := c.cipherErr(); err != nil {
+		return err
+	}
 	if header.DigestEntry(c.macKey, w, d) != entry {
 		return fmt.Errorf("%w: window %d (%s) does not hold the data this conversion wrote there: wrong device, or it was changed since; if this is the device, `cryptshift recover --accept-damage` (or convert --force) accepts the window as it is and goes on", errclass.Device, w, c.windowBytes(w))
 	}

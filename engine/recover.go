@@ -287,6 +287,9 @@ func (c *conv) redoChecksum(r wal.Record, accept bool) (*DamageError, error) {
 		return dmg, nil
 	}
 	d := c.plainDigest(buf, w, start, c.newC)
+	if err := c.cipherErr(); err != nil {
+		return nil, err
+	}
 	if changed {
 		if _, err := c.t.Data.WriteAt(buf, int64(c.h.NewOffset)+start); err != nil {
 			return nil, errclass.IOf(fmt.Sprintf("write window %d", w), err)

@@ -77,16 +77,8 @@ func (c *conv) prepare(j uint64) *prepared {
 	}
 	dev, off := c.t.Data, int64(c.h.OldOffset)+start
 	if c.plainOld != nil {
-		// The crypto device decrypts as it reads; only the digest is ours.
-		po := c.plainOld
-		go func() {
-			defer close(p.done)
-			if _, err := po.ReadAt(p.cur, start); err != nil {
-				p.err = errclass.IOf(fmt.Sprintf("read window %d through the old mapping", w), err)
-				return
-			}
-			p.digest = c.digestPlain(p.cur, w)
-		}()
+		// The crypto device decrypts as it reads (kernelwindow.go).
+		go c.prepareKernel(p, w, start, c.buf.old[c.buf.next^1][:n])
 		return p
 	}
 	go func() {
@@ -224,6 +216,9 @@ func (c *conv) readDigest(w uint64) ([header.DigestEntrySize]byte, error) {
 // writeWindow writes a converted window and its digest entry; the caller
 // flushes both together.
 func (c *conv) writeWindow(w uint64, start int64, buf []byte, digest [32]byte) error {
+	if err := c.cipherErr(); err != nil {
+		return err
+	}
 	dev, off := c.t.Data, int64(c.h.NewOffset)+start
 	if c.plainNew != nil {
 		dev, off = c.plainNew, start // buf is plaintext; dev encrypts it

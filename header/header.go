@@ -455,7 +455,7 @@ func VerifyMAC(b []byte, macKey []byte) error {
 // WithKey is the recorded mapping as the sector ciphers take it, with key
 // (nil for a plaintext side).
 func (m Mapping) WithKey(key []byte) (sectorcipher.Mapping, error) {
-	spec, err := sectorcipher.ParseSpec(m.Cipher)
+	spec, err := sectorcipher.ParseKernelSpec(m.Cipher)
 	if err != nil {
 		return sectorcipher.Mapping{}, fmt.Errorf("recorded cipher: %w", err)
 	}

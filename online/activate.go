@@ -9,6 +9,7 @@ import (
 	"github.com/cryptshift/cryptshift/dm"
 	"github.com/cryptshift/cryptshift/engine"
 	"github.com/cryptshift/cryptshift/errclass"
+	"github.com/cryptshift/cryptshift/internal/kcipher"
 )
 
 // Recovery is what Activate did.
@@ -56,7 +57,12 @@ func Activate(ctx context.Context, req Request, oldKey, newKey []byte, ro engine
 	if err != nil {
 		return nil, err
 	}
-	res, err := engine.Recover(ctx, t, oldKey, newKey, ro, engine.Options{})
+	// A spec without a userspace cipher is run by the kernel.
+	km := &kcipher.Maker{Logf: req.logf}
+	res, err := engine.Recover(ctx, t, oldKey, newKey, ro, engine.Options{Ciphers: km.Make})
+	if cerr := km.Close(); cerr != nil {
+		req.logf("cryptshift: warning: removing the kernel cipher devices: %v", cerr)
+	}
 	// Device-mapper cannot claim Device for Name while it is open
 	// exclusively here; the lock on Name still keeps other runs out.
 	cleanup(false)

@@ -8,6 +8,7 @@ import (
 	"github.com/cryptshift/cryptshift/dm"
 	"github.com/cryptshift/cryptshift/engine"
 	"github.com/cryptshift/cryptshift/errclass"
+	"github.com/cryptshift/cryptshift/sectorcipher"
 )
 
 // Result is what an online conversion did.
@@ -55,7 +56,7 @@ func Convert(ctx context.Context, req Request, cfg engine.Config, opts engine.Op
 	defer h.close()
 	opts.Holder = h
 	opts.Crypto = nil
-	if req.KernelCrypto {
+	if req.KernelCrypto || req.AutoKernelCrypto && kernelOnly(cfg) {
 		opts.Crypto = h
 	}
 	res, err := engine.Convert(ctx, t, cfg, opts)
@@ -99,6 +100,17 @@ func finish(req Request, o *Online) error {
 func leftHolds(ctl control, name string) bool {
 	for _, hd := range holdNames(name) {
 		if inf, err := ctl.info(hd); err == nil && inf.Exists {
+			return true
+		}
+	}
+	return false
+}
+
+// kernelOnly reports whether a side of cfg (completed from the live table
+// and, resuming, the record) has no userspace cipher.
+func kernelOnly(cfg engine.Config) bool {
+	for _, c := range []string{cfg.Old.Cipher, cfg.New.Cipher} {
+		if sp, err := sectorcipher.ParseKernelSpec(c); err == nil && sp.KernelOnly() {
 			return true
 		}
 	}

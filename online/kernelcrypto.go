@@ -21,13 +21,20 @@ type KernelCrypto struct {
 	o     *Online
 	names [2]string
 	files [2]*blockdev.File
+	seal  *sealer // checksum mode's, made on first Seal (kernelseal.go)
 }
 
 // cryptoNames are the private devices' names for the served device name.
 func cryptoNames(name string) [2]string {
-	id := sha256.Sum256([]byte(name))
-	p := holdPrefix + hex.EncodeToString(id[:4])
+	p := cryptoPrefix(name)
 	return [2]string{p + "-crypt-old", p + "-crypt-new"}
+}
+
+// cryptoPrefix is what the private crypto devices' names of the served
+// device name start with.
+func cryptoPrefix(name string) string {
+	id := sha256.Sum256([]byte(name))
+	return holdPrefix + hex.EncodeToString(id[:4])
 }
 
 // cryptoTables are the private devices' tables: the data area from sector
@@ -45,7 +52,7 @@ func (l *layout) cryptoTables() [2][]dm.Target {
 // stale copy of a window, and nobody else can open them meanwhile.
 func (o *Online) KernelCrypto() (*KernelCrypto, error) {
 	k := &KernelCrypto{o: o, names: cryptoNames(o.name)}
-	if err := o.clearStale(k.names[:]); err != nil {
+	if err := o.clearStale(append(k.names[:], sealName(o.name))); err != nil {
 		return nil, err
 	}
 	tables := o.l.cryptoTables()
@@ -85,6 +92,10 @@ func (k *KernelCrypto) Devices() (old, new blockdev.Device) { return k.files[0],
 // nothing to durability.
 func (k *KernelCrypto) Close() error {
 	var errs []error
+	if k.seal != nil {
+		errs = append(errs, k.closeSealer(k.seal))
+		k.seal = nil
+	}
 	for i, f := range k.files {
 		if f != nil {
 			errs = append(errs, f.Close())

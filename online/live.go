@@ -258,7 +258,7 @@ func fillFromTable(cfg *engine.Config, live []dm.Target, t engine.Target, newLik
 // contradict it.
 func sideFromMapping(s *engine.Side, name string, m sectorcipher.Mapping) error {
 	if s.Cipher != "" {
-		spec, err := sectorcipher.ParseSpec(s.Cipher)
+		spec, err := sectorcipher.ParseKernelSpec(s.Cipher)
 		if err != nil || spec != m.Spec {
 			return usageErr("--%s-cipher %s: the live table says %s", name, s.Cipher, m.Spec)
 		}

@@ -37,6 +37,10 @@ type Request struct {
 	// KernelCrypto moves the data through private dm-crypt devices
 	// (KernelCrypto) instead of the userspace ciphers.
 	KernelCrypto bool
+	// AutoKernelCrypto does so only when a side's spec has no userspace
+	// cipher (--crypto auto); the ciphers themselves come from the
+	// engine options' Ciphers.
+	AutoKernelCrypto bool
 	// Open opens Device and Metadata with o (the caller decides how
 	// metadata files are found and created; create is true only for a
 	// conversion, which may create a missing metadata file). cleanup

@@ -96,6 +96,9 @@ func New(m Mapping) (Cipher, error) {
 	if m.Spec.IsNone() {
 		return noneCipher{size: m.SectorSize}, nil
 	}
+	if m.Spec.KernelOnly() {
+		return nil, fmt.Errorf("sectorcipher: %s: %w (only the kernel's dm-crypt can run it: --crypto kernel or auto)", m.Spec, ErrKernelOnly)
+	}
 	c := &sectorCipher{
 		size:     m.SectorSize,
 		step:     uint64(m.SectorSize / 512),

@@ -31,17 +31,19 @@ const (
 type Spec struct {
 	mode chainMode
 	iv   ivMode
+	// kernel is the verbatim spec of a kernel-only spec (kernelspec.go).
+	kernel string
 }
 
 // canonical lists every supported spec in its canonical spelling, which is
 // also the legacy-format cipher string dm-crypt tables use for it.
 var canonical = []Spec{
-	{modeXTS, ivPlain64},
-	{modeXTS, ivPlain},
-	{modeCBC, ivEssivSHA256},
-	{modeCBC, ivPlain64},
-	{modeCBC, ivPlain},
-	{modeNone, ivNone},
+	{mode: modeXTS, iv: ivPlain64},
+	{mode: modeXTS, iv: ivPlain},
+	{mode: modeCBC, iv: ivEssivSHA256},
+	{mode: modeCBC, iv: ivPlain64},
+	{mode: modeCBC, iv: ivPlain},
+	{mode: modeNone, iv: ivNone},
 }
 
 // aliases maps other spellings dm-crypt accepts for the same transform. The
@@ -49,17 +51,17 @@ var canonical = []Spec{
 var aliases = map[string]Spec{
 	// Legacy format defaults: no chain mode, or chain mode "plain" without an
 	// IV mode, mean cbc-plain (crypt_ctr_cipher_old).
-	"aes":       {modeCBC, ivPlain},
-	"aes-plain": {modeCBC, ivPlain},
+	"aes":       {mode: modeCBC, iv: ivPlain},
+	"aes-plain": {mode: modeCBC, iv: ivPlain},
 	// Crypto-API format.
-	"capi:xts(aes)-plain64":      {modeXTS, ivPlain64},
-	"capi:xts(aes)-plain":        {modeXTS, ivPlain},
-	"capi:cbc(aes)-essiv:sha256": {modeCBC, ivEssivSHA256},
-	"capi:cbc(aes)-plain64":      {modeCBC, ivPlain64},
-	"capi:cbc(aes)-plain":        {modeCBC, ivPlain},
+	"capi:xts(aes)-plain64":      {mode: modeXTS, iv: ivPlain64},
+	"capi:xts(aes)-plain":        {mode: modeXTS, iv: ivPlain},
+	"capi:cbc(aes)-essiv:sha256": {mode: modeCBC, iv: ivEssivSHA256},
+	"capi:cbc(aes)-plain64":      {mode: modeCBC, iv: ivPlain64},
+	"capi:cbc(aes)-plain":        {mode: modeCBC, iv: ivPlain},
 	// cryptsetup's name for an unencrypted dm-crypt segment.
-	"cipher_null-ecb": {modeNone, ivNone},
-	"cipher_null":     {modeNone, ivNone},
+	"cipher_null-ecb": {mode: modeNone, iv: ivNone},
+	"cipher_null":     {mode: modeNone, iv: ivNone},
 }
 
 // SupportedSpecs returns the canonical spelling of every supported spec.
@@ -91,6 +93,8 @@ func ParseSpec(s string) (Spec, error) {
 func (s Spec) String() string {
 	var mode string
 	switch s.mode {
+	case modeKernel:
+		return s.kernel
 	case modeNone:
 		return "none"
 	case modeXTS:
@@ -125,6 +129,9 @@ func (s Spec) KernelCipher() string {
 func (s Spec) IsNone() bool { return s.mode == modeNone }
 
 func (s Spec) valid() bool {
+	if s.mode == modeKernel {
+		return s.kernel != ""
+	}
 	for _, c := range canonical {
 		if c == s {
 			return true
@@ -133,7 +140,8 @@ func (s Spec) valid() bool {
 	return false
 }
 
-// KeySizes returns the key lengths s accepts, in bytes, ascending.
+// KeySizes returns the key lengths s accepts, in bytes, ascending; nil for
+// a kernel-only spec, whose key the kernel checks.
 func (s Spec) KeySizes() []int {
 	switch s.mode {
 	case modeNone:
@@ -151,6 +159,12 @@ func (s Spec) KeySizes() []int {
 func (s Spec) CheckKey(key []byte) error {
 	if !s.valid() {
 		return fmt.Errorf("sectorcipher: invalid cipher spec (zero Spec; use ParseSpec)")
+	}
+	if s.mode == modeKernel {
+		if len(s.kernel) > 0 && (len(key) == 0 || len(key) > maxKernelKey) {
+			return fmt.Errorf("sectorcipher: %s: key of %d bytes; want 1 to %d (the kernel checks the exact size)", s, len(key), maxKernelKey)
+		}
+		return nil
 	}
 	sizes := s.KeySizes()
 	for _, n := range sizes {

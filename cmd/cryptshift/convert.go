@@ -56,7 +56,7 @@ func convertAction(c *cli.Context, stderr io.Writer) error {
 		return err
 	}
 	name := c.String("online")
-	kernelCrypto, err := onlineModeFlags(c, name)
+	crypto, err := onlineModeFlags(c, name)
 	if err != nil {
 		return err
 	}
@@ -71,13 +71,15 @@ func convertAction(c *cli.Context, stderr io.Writer) error {
 	stopMetrics, stalls := watchMetrics(c.String("metrics-file"), dev, m, stderr)
 	defer stopMetrics()
 	engineHooks, onlineHooks := testHooks(in)
-	opts := engine.Options{Progress: m.Update, Hooks: engineHooks}
+	ciphers := cipherMaker(crypto, stderr)
+	defer closeCiphers(ciphers, stderr)
+	opts := engine.Options{Progress: m.Update, Hooks: engineHooks, Ciphers: maker(ciphers)}
 	createMeta := metaCreateSize(c, cfg)
 	if name == "" {
 		return convertOffline(in.ctx, c, dev, createMeta, cfg, opts, m)
 	}
 	req := onlineRequest(c, stderr, name, dev, createMeta, cfg)
-	req.KernelCrypto, req.Hooks = kernelCrypto, stalls.chain(onlineHooks)
+	req.KernelCrypto, req.AutoKernelCrypto, req.Hooks = crypto == cryptoKernel, crypto == cryptoAuto, stalls.chain(onlineHooks)
 	return convertOnline(in.ctx, c, req, cfg, opts, m)
 }
 
@@ -111,21 +113,16 @@ func metaCreateSize(c *cli.Context, cfg engine.Config) int64 {
 }
 
 // onlineModeFlags checks the flags that only make sense with --online and
-// tells whether the kernel does the crypto.
-func onlineModeFlags(c *cli.Context, name string) (kernelCrypto bool, err error) {
+// returns --crypto's engine.
+func onlineModeFlags(c *cli.Context, name string) (crypto string, err error) {
 	if c.IsSet("new-like") && name == "" {
-		return false, usageErr("--new-like needs --online")
+		return "", usageErr("--new-like needs --online")
 	}
-	switch c.String("crypto") {
-	case "userspace":
-		return false, nil
-	case "kernel":
-		if name == "" {
-			return false, usageErr("--crypto kernel needs --online: offline there is no device-mapper device to do the crypto")
-		}
-		return true, nil
+	switch v := c.String("crypto"); v {
+	case cryptoAuto, cryptoUserspace, cryptoKernel:
+		return v, nil
 	}
-	return false, usageErr("--crypto %q: must be userspace or kernel", c.String("crypto"))
+	return "", usageErr("--crypto %q: must be auto, userspace or kernel", c.String("crypto"))
 }
 
 // convertOffline converts DEVICE, opened exclusively, with nothing mapped

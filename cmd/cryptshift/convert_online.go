@@ -63,7 +63,7 @@ func printStalls(w io.Writer, stats []online.WindowStat) {
 func onlineFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "online", Usage: "convert while device-mapper device `NAME` serves DEVICE's data (and may be mounted); its live table gives the old mapping"},
-		&cli.StringFlag{Name: "crypto", Value: "userspace", Usage: "with --online: `ENGINE` that encrypts and decrypts: userspace (cryptshift's own ciphers) or kernel (private dm-crypt devices; --resilience shift or none only)"},
+		&cli.StringFlag{Name: "crypto", Value: cryptoAuto, Usage: "`ENGINE` that encrypts and decrypts: auto (userspace where cryptshift has the cipher, the kernel otherwise), userspace (cryptshift's own ciphers) or kernel (the kernel's dm-crypt through private devices, for any spec it accepts)"},
 		&cli.StringFlag{Name: "new-like", Usage: "with --online: take the new mapping from the live table of device-mapper device `DEST` over DEVICE; DEST is removed at the end"},
 	}
 }

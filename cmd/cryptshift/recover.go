@@ -103,7 +103,9 @@ func recoverOne(c *cli.Context, j recoverJob) error {
 		cleanup(false)
 		return err
 	}
-	res, err := engine.Recover(c.Context, t, j.oldKey, j.newKey, ro, engine.Options{})
+	ciphers := cipherMaker(cryptoAuto, c.App.ErrWriter)
+	res, err := engine.Recover(c.Context, t, j.oldKey, j.newKey, ro, engine.Options{Ciphers: maker(ciphers)})
+	closeCiphers(ciphers, c.App.ErrWriter)
 	cleanup(false)
 	if err != nil {
 		return fmt.Errorf("recover %s: %w", j.dev, explainLUKS(j.dev, err))

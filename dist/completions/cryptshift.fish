@@ -33,7 +33,7 @@ complete -c cryptshift -n '__fish_seen_subcommand_from convert' -l key-file -x -
 complete -c cryptshift -n '__fish_seen_subcommand_from convert' -l key-slot -x -d 'LUKS2: carry over only keyslot N (the other keyslots are erased at the end)'
 complete -c cryptshift -n '__fish_seen_subcommand_from convert' -l new-key-size -x -d 'LUKS2: new volume key size in BITS (default: the old key\'s)'
 complete -c cryptshift -n '__fish_seen_subcommand_from convert' -l online -x -d 'convert while device-mapper device NAME serves DEVICE\'s data (and may be mounted); its live table gives the old mapping'
-complete -c cryptshift -n '__fish_seen_subcommand_from convert' -l crypto -x -d 'with --online: ENGINE that encrypts and decrypts: userspace (cryptshift\'s own ciphers) or kernel (private dm-crypt devices; --resilience shift or none only)'
+complete -c cryptshift -n '__fish_seen_subcommand_from convert' -l crypto -x -d 'ENGINE that encrypts and decrypts: auto (userspace where cryptshift has the cipher, the kernel otherwise), userspace (cryptshift\'s own ciphers) or kernel (the kernel\'s dm-crypt through private devices, for any spec it accepts)'
 complete -c cryptshift -n '__fish_seen_subcommand_from convert' -l new-like -x -d 'with --online: take the new mapping from the live table of device-mapper device DEST over DEVICE; DEST is removed at the end'
 complete -c cryptshift -n '__fish_seen_subcommand_from convert' -l metrics-file -r -F -d 'write Prometheus text-format metrics to PATH about every 10s and at the end, replacing it atomically (for node_exporter\'s textfile collector, which reads *.prom files)'
 complete -c cryptshift -n '__fish_seen_subcommand_from convert' -l help -s h -d 'show help'

@@ -21,6 +21,24 @@ type CryptoDevices struct {
 	// Reads and Writes count bytes; the engine reads ahead while it
 	// writes the previous window.
 	Reads, Writes atomic.Int64
+	// Sealed counts bytes Seal encrypted.
+	Sealed atomic.Int64
+	// sealer is the new mapping's cipher, for Seal.
+	sealer sectorcipher.Cipher
+}
+
+// Seal implements engine.Sealer: buf is encrypted as the new device would
+// store it at data byte start, and nothing is written.
+func (s *CryptoDevices) Seal(buf []byte, start int64) error {
+	if s.sealer == nil {
+		return fmt.Errorf("testkit crypt: Seal before Open")
+	}
+	if start%512 != 0 || len(buf)%s.sealer.SectorSize() != 0 {
+		return fmt.Errorf("testkit crypt: Seal [%d, +%d) is not whole sectors", start, len(buf))
+	}
+	s.sealer.Encrypt(buf, uint64(start)/512)
+	s.Sealed.Add(int64(len(buf)))
+	return nil
 }
 
 // Open returns the old and the new mapping of h's data area.
@@ -45,6 +63,7 @@ func (s *CryptoDevices) Open(h *header.Header, oldKey, newKey []byte) (blockdev.
 	if err != nil {
 		return nil, nil, err
 	}
+	s.sealer = nw.(*cryptDev).c
 	return old, nw, nil
 }
 

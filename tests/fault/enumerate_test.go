@@ -75,16 +75,26 @@ func scenarios() []scenario {
 		sc.online = true
 		s = append(s, sc)
 	}
-	// Kernel crypto (engine.CryptoDevices), online and off, both shift
-	// directions, a plaintext side, metadata on either disk.
+	// Kernel crypto (engine.CryptoDevices), online and off, every mode,
+	// both shift directions, a plaintext side, metadata on either disk.
+	// Journal's record and checksum's old digests are read raw from the
+	// data disk; checksum's new digests come from the Sealer.
 	for _, sc := range []scenario{
 		base("shift", xts512, xts4096, false, false),
 		base("shift", essiv512, plain512, true, true),
 		base("none", plain512, xts512, false, false),
 		base("shift", xts4096, xts512, true, false),
+		base("journal", xts512, essiv512, false, false),
+		base("journal", plain512, xts4096, true, false),
+		base("checksum", xts512, xts4096, true, false),
+		base("checksum", essiv512, plain512, false, false),
 	} {
 		sc.kernel = true
 		sc.online = sc.mode == "none" || sc.up || !sc.sepMeta
+		if sc.mode == "journal" || sc.mode == "checksum" {
+			// One of each online, one offline.
+			sc.online = sc.sepMeta
+		}
 		s = append(s, sc)
 	}
 	if *long {
@@ -99,7 +109,7 @@ func scenarios() []scenario {
 					sc := base(mode, old, nw, (i+j)%2 == 1, mode == "shift" && (i+2*j)%3 == 0)
 					sc.name = "long"
 					sc.online = (i+j+len(mode))%3 == 0
-					sc.kernel = (mode == "shift" || mode == "none") && (i+j)%2 == 0
+					sc.kernel = (i+j)%2 == 0
 					s = append(s, sc)
 				}
 			}

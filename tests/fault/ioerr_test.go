@@ -41,6 +41,7 @@ func TestIOErrorsStopAndRecover(t *testing.T) {
 		base("shift", xts4096, plain512, true, false),
 		base("none", xts512, plain512, false, false),
 		kernelCrypto(base("shift", xts512, xts4096, true, false)),
+		kernelCrypto(base("checksum", xts512, essiv512, false, false)),
 	} {
 		t.Run(sc.String(), func(t *testing.T) {
 			t.Parallel()

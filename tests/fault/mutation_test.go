@@ -52,7 +52,18 @@ func conversionMutants() []mutant {
 	// own disk so the progress record's flush cannot stand in for the data's.
 	kernel := small("shift", xts512, xts4096)
 	kernel.sepMeta, kernel.kernel = true, true
+	// Kernel crypto's journal and checksum: the record's flush, and the
+	// flush of the window written through the new device.
+	kmut := func(mode string, old, nw sideSpec) scenario {
+		sc := sep(mode, old, nw)
+		sc.kernel = true
+		return sc
+	}
 	return []mutant{
+		{engine.FlushJournalRecord, kmut("journal", xts512, essiv512)},
+		{engine.FlushJournalData, kmut("journal", plain512, xts4096)},
+		{engine.FlushChecksumRecord, kmut("checksum", xts512, xts4096)},
+		{engine.FlushChecksumData, kmut("checksum", essiv512, plain512)},
 		{engine.FlushHeaderCommit, small("journal", xts512, essiv512)},
 		{engine.FlushHeaderCommit, small("shift", xts512, xts4096)},
 		{engine.FlushJournalRecord, small("journal", xts512, essiv512)},

@@ -213,6 +213,7 @@ step %[1]s umount umount /mnt
 stepq %[1]s fsck-live /tmp/fsck.%[1]s e2fsck -fn /dev/mapper/%[1]s || show %[1]s FSCK /tmp/fsck.%[1]s
 echo "TARGETS %[1]s $(dmsetup table %[1]s | wc -l)"
 echo "PRIVATE-LEFT %[1]s $(dmsetup ls | grep -c -- -crypt-)"
+echo "LOOPS-LEFT %[1]s $(cat /sys/block/loop*/loop/backing_file 2>/dev/null | wc -l)"
 step %[1]s showkeys sh -c "dmsetup table --showkeys %[1]s | grep -q $(cat /etc/vm/keyB.hex)"
 dmsetup info %[1]snew > /dev/null 2>&1; echo "RC %[1]s dest-left $?"
 step %[1]s remove dmsetup remove %[1]s
@@ -243,6 +244,11 @@ func TestOnlineCLI(t *testing.T) {
 		// The kernel as the crypto engine (private dm-crypt devices).
 		{"kshift", "shift", "plain", "kernel"},
 		{"klinear", "none", "linear", "kernel"},
+		// Journal's record and checksum's old digests read raw from the
+		// backing device; checksum's new digests sealed through a private
+		// device over a memory loop device.
+		{"kjournal", "journal", "plain", "kernel"},
+		{"kchecksum", "checksum", "plain", "kernel"},
 	}
 	files, _, _ := cliKeys()
 	var disks []string
@@ -279,6 +285,10 @@ func TestOnlineCLI(t *testing.T) {
 		}
 		if m := regexp.MustCompile(`(?m)^PRIVATE-LEFT ` + c.name + ` (\d+)$`).FindStringSubmatch(res.Console); m == nil || m[1] != "0" {
 			t.Errorf("%s: kernel crypto devices left behind: %v", c.name, m)
+			ok = false
+		}
+		if m := regexp.MustCompile(`(?m)^LOOPS-LEFT ` + c.name + ` (\d+)$`).FindStringSubmatch(res.Console); m == nil || m[1] != "0" {
+			t.Errorf("%s: loop devices left bound: %v", c.name, m)
 			ok = false
 		}
 		usedKernel := strings.Contains(strings.Join(taggedLines(res.Console, "OUT", c.name), "\n"), "the kernel does the crypto")
