@@ -280,7 +280,15 @@ func (m *meter) finished() {
 	if m.observe != nil {
 		m.observe("complete", m.last, t)
 	}
-	m.sdNotify(t, "STOPPING=1\nSTATUS="+m.device+": "+msg, true)
+	closing := "STOPPING=1\nSTATUS=" + m.device + ": " + msg
+	if !m.started {
+		// Complete already, so no report sent READY=1: a Type=notify
+		// unit whose process exits 0 without it fails ("protocol"), and
+		// rerunning the documented systemd-run command on a finished
+		// conversion must succeed.
+		closing = "READY=1\n" + closing
+	}
+	m.sdNotify(t, closing, true)
 	if m.mode == progressJSON {
 		m.emitJSON(t, "complete", msg)
 		return
