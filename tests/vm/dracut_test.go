@@ -210,7 +210,7 @@ echo "== the same command again, on the finished conversion"
 sed 's/--no-block //' /etc/vm/convert >/tmp/again
 sh /tmp/again
 waitfor cryptshift-vdb inactive failed
-journalctl -b -o cat -u cryptshift-vdb --no-pager | tail -n 3
+journalctl -b -o cat -u cryptshift-vdb --no-pager
 if journalctl -b -o cat -u cryptshift-vdb --no-pager | grep -q 'Failed with result'; then
 	echo "the rerun failed the unit"; exit 1
 fi
