@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds dist/out/cryptshift_<version>_<arch>.deb with dpkg-deb, offline:
 # a static binary with the version from git, the systemd unit, the
-# initramfs-tools hook and boot script, the generated manual pages and
+# initramfs-tools hook and boot script, the dracut module, the Ansible
+# role, the generated manual pages and
 # completions (dist/man, dist/completions), the docs and the maintainer
 # scripts in dist/debian. Prints the path of the package.
 #
@@ -55,6 +56,8 @@ trap 'rm -rf "$root"' EXIT
 pkg=$root/pkg
 mkdir -p "$pkg/DEBIAN" "$pkg/usr/sbin" "$pkg/lib/systemd/system" \
 	"$pkg/usr/share/initramfs-tools/hooks" "$pkg/usr/share/initramfs-tools/scripts/local-top" \
+	"$pkg/usr/lib/dracut/modules.d/90cryptshift" \
+	"$pkg/usr/share/ansible/roles" "$pkg/usr/share/doc/cryptshift/examples" \
 	"$pkg/usr/share/man/man8" "$pkg/usr/share/bash-completion/completions" \
 	"$pkg/usr/share/zsh/vendor-completions" "$pkg/usr/share/fish/vendor_completions.d" \
 	"$pkg/usr/share/doc/cryptshift" "$pkg/usr/share/lintian/overrides"
@@ -70,13 +73,25 @@ sed 's|/usr/local/sbin/cryptshift|/usr/sbin/cryptshift|g' dist/systemd/cryptshif
 	>"$pkg/lib/systemd/system/cryptshift-recover.service"
 install -m 0755 dist/initramfs-tools/hooks/cryptshift "$pkg/usr/share/initramfs-tools/hooks/cryptshift"
 install -m 0755 dist/initramfs-tools/scripts/local-top/cryptshift "$pkg/usr/share/initramfs-tools/scripts/local-top/cryptshift"
+# dracut reads its modules from /usr/lib/dracut/modules.d; the scripts it
+# sources or runs keep their modes, the unit is data.
+for f in dist/dracut/90cryptshift/*; do
+	mode=0644
+	[ -x "$f" ] && mode=0755
+	install -m "$mode" "$f" "$pkg/usr/lib/dracut/modules.d/90cryptshift/$(basename "$f")"
+done
+# The Ansible role where ansible-core looks by default
+# (/usr/share/ansible/roles), data only; the play that uses it, an example.
+cp -r dist/ansible/roles/cryptshift "$pkg/usr/share/ansible/roles/cryptshift"
+find "$pkg/usr/share/ansible/roles/cryptshift" -type d -exec chmod 0755 {} + -o -type f -exec chmod 0644 {} +
+install -m 0644 dist/ansible/rotate.yml "$pkg/usr/share/doc/cryptshift/examples/rotate.yml"
 for m in dist/man/*.8; do
 	gzip -9n <"$m" >"$pkg/usr/share/man/man8/$(basename "$m").gz"
 done
 cp dist/completions/cryptshift.bash "$pkg/usr/share/bash-completion/completions/cryptshift"
 cp dist/completions/_cryptshift "$pkg/usr/share/zsh/vendor-completions/_cryptshift"
 cp dist/completions/cryptshift.fish "$pkg/usr/share/fish/vendor_completions.d/cryptshift.fish"
-cp README.md docs/DESIGN.md docs/FORMAT.md docs/ONLINE.md docs/PERFORMANCE.md "$pkg/usr/share/doc/cryptshift/"
+cp README.md docs/DESIGN.md docs/FORMAT.md docs/ONLINE.md docs/PERFORMANCE.md docs/FLEET.md "$pkg/usr/share/doc/cryptshift/"
 
 date=$(git log -1 --date=rfc2822 --format=%cd 2>/dev/null || date -R)
 {
@@ -108,8 +123,9 @@ Description: re-encrypt a block device in place, crash-safe
  device, pauses on request, resumes, and recovers after a crash or power
  cut. Online, it converts a device while its filesystem stays mounted.
  .
- The package includes a systemd unit and an initramfs-tools hook that
- finish interrupted conversions at boot, before the devices are opened.
+ The package includes a systemd unit, an initramfs-tools hook and a dracut
+ module that finish interrupted conversions at boot, before the devices
+ are opened, and an Ansible role that rolls conversions over a fleet.
 CONTROL
 (cd "$pkg" && find . -type f ! -path './DEBIAN/*' -printf '%P\0' | sort -z | xargs -0 md5sum >DEBIAN/md5sums)
 

@@ -49,6 +49,14 @@ exec=$(sed -n 's/^ExecStart=\([^ ]*\).*/\1/p' "$root/lib/systemd/system/cryptshi
 for page in cryptshift cryptshift-convert cryptshift-recover; do
 	zcat "$root/usr/share/man/man8/$page.8.gz" | grep -q '^\.SH EXIT STATUS' || fail "$page(8) has no EXIT STATUS"
 done
+for f in module-setup.sh cryptshift-recover.sh parse-cryptshift.sh; do
+	[ -x "$root/usr/lib/dracut/modules.d/90cryptshift/$f" ] || fail "the dracut module's $f is missing or not executable"
+done
+[ -f "$root/usr/lib/dracut/modules.d/90cryptshift/cryptshift-recover.service" ] || fail "the dracut module's unit is missing"
+for f in tasks/main.yml tasks/device.yml tasks/run-systemd.yml tasks/run-async.yml defaults/main.yml vars/main.yml; do
+	[ -f "$root/usr/share/ansible/roles/cryptshift/$f" ] || fail "the Ansible role's $f is missing"
+done
+[ -f "$root/usr/share/doc/cryptshift/examples/rotate.yml" ] || fail "the example play is missing"
 grep -q "deb-systemd-helper enable cryptshift-recover.service" "$calls" || fail "postinst did not enable the unit: $(cat "$calls")"
 
 # The same scripts on a real root (no DPKG_ROOT): the initramfs is rebuilt.

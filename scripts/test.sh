@@ -53,6 +53,16 @@ rm -rf "$gen"
 step "Debian package: lintian, install into a throw-away root, run it"
 bash scripts/test-deb.sh
 
+step "Ansible role: ansible-playbook on image files on this machine (tests/ansible)"
+log=$(mktemp)
+if ! go test -count=1 -v -timeout 20m ./tests/ansible >"$log" 2>&1; then
+	cat "$log"
+	echo "FAILED: see above" >&2
+	exit 1
+fi
+grep -E '^(    role_test.go|--- |ok)' "$log" || true
+rm -f "$log"
+
 step "unit tests"
 # The guard-rails model test runs in the next step, verbosely, for its summary.
 go test -count=1 -skip '^TestGuardRailsModel$' $(go list ./... | grep -v /tests/)
@@ -84,8 +94,8 @@ grep -E '^(fault:|vm |--- (PASS|FAIL)|ok|FAIL)' "$log" | grep -vE '^    ' || tru
 echo "tests/fault and tests/vm took $(( $(date +%s) - start ))s"
 rm -f "$log"
 
-step "race detector (all packages but the VM suite, short mode)"
-go test -race -short -count=1 -timeout 20m $(go list ./... | grep -v /tests/vm)
+step "race detector (all packages but the VM suite and the Ansible role's, short mode)"
+go test -race -short -count=1 -timeout 20m $(go list ./... | grep -v -e /tests/vm -e /tests/ansible)
 
 step "purego build of the ciphers"
 go test -tags purego -count=1 ./sectorcipher

@@ -280,6 +280,15 @@ func (m *meter) finished() {
 	if m.observe != nil {
 		m.observe("complete", m.last, t)
 	}
+	if !m.started {
+		// Complete already, so no report sent READY=1: a Type=notify
+		// unit whose process exits 0 without it fails ("protocol"), and
+		// rerunning the documented systemd-run command on a finished
+		// conversion must succeed. It goes in a message of its own:
+		// systemd reads STOPPING=1 first and then ignores a READY=1 in
+		// the same message.
+		m.sdNotify(t, "READY=1", true)
+	}
 	m.sdNotify(t, "STOPPING=1\nSTATUS="+m.device+": "+msg, true)
 	if m.mode == progressJSON {
 		m.emitJSON(t, "complete", msg)

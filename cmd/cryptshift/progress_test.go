@@ -283,6 +283,22 @@ func TestSdNotify(t *testing.T) {
 	}
 }
 
+// A conversion that was complete already reports no window, so READY=1
+// comes before the closing message: without it, systemd fails a
+// Type=notify unit whose process exits 0 (result "protocol"), and
+// rerunning the documented systemd-run command on a finished conversion
+// would fail. It must be a message of its own: systemd ignores READY=1
+// beside STOPPING=1 (TestDracutSystemd in tests/vm runs the real one).
+func TestSdNotifyAlreadyComplete(t *testing.T) {
+	stop := listenNotify(t)
+	m := newMeter(io.Discard, progressNone, "/dev/x", 0)
+	m.finished()
+	msgs := stop()
+	if len(msgs) != 2 || msgs[0] != "READY=1" || msgs[1] != "STOPPING=1\nSTATUS=/dev/x: Already complete: nothing was converted" {
+		t.Errorf("notifications of an already complete conversion: %q", msgs)
+	}
+}
+
 // Without NOTIFY_SOCKET nothing is sent and nothing fails.
 func TestNoNotifySocket(t *testing.T) {
 	t.Setenv("NOTIFY_SOCKET", "")

@@ -26,6 +26,13 @@ type Config struct {
 	Kernel *Kernel
 	// Image is what goes into the initramfs besides the script.
 	Image Image
+	// Initrd, when set, is a prebuilt initramfs (a dracut image, say)
+	// booted instead of the one built from Image, which is then unused.
+	// The per-boot archive (script, nonce, Files) is still appended to it,
+	// and the image must run /etc/vm/script and print the harness's
+	// markers itself: SystemdRunner gives a systemd initramfs the files
+	// that do that.
+	Initrd string
 	// Disks are raw image files attached as virtio drives: /dev/vda, /dev/vdb, ...
 	Disks []string
 	// DiskCache is qemu's cache mode for the disks; "" means writeback. Killing
@@ -123,9 +130,14 @@ func Boot(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	base, err := baseArchive(k, cfg.Image)
+	var base []byte
+	if cfg.Initrd != "" {
+		base, err = os.ReadFile(cfg.Initrd)
+	} else {
+		base, err = baseArchive(k, cfg.Image)
+	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("vm: initramfs: %w", err)
 	}
 	for _, d := range cfg.Disks {
 		if _, err := os.Stat(d); err != nil {

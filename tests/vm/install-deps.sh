@@ -4,12 +4,16 @@
 # busybox for the initramfs, the interop tools copied into the guest, xz
 # (the luks tests unpack the shared LUKS images), xfsprogs, btrfs-progs and
 # fio for the other-filesystem and heavy-load scenarios
-# (TestOnlineCLIFilesystemsAndLoad), and lintian, zsh and fish for the
-# package and completion checks.
+# (TestOnlineCLIFilesystemsAndLoad), lintian, zsh and fish for the package
+# and completion checks, dracut-core for the dracut module's boot test and
+# ansible-core for the Ansible role's test.
+# dracut-core, not dracut: the dracut package conflicts with initramfs-tools
+# and would remove it (and with it this machine's own initramfs updates);
+# dracut-core only brings the generator, which the tests call by hand.
 # Idempotent: it only calls apt-get when something is missing.
 set -eu
 
-packages="qemu-system-x86 linux-image-amd64 busybox-static cryptsetup-bin dmsetup e2fsprogs kmod cpio util-linux xz-utils xfsprogs btrfs-progs fio lintian zsh fish"
+packages="qemu-system-x86 linux-image-amd64 busybox-static cryptsetup-bin dmsetup e2fsprogs kmod cpio util-linux xz-utils xfsprogs btrfs-progs fio lintian zsh fish dracut-core ansible-core"
 
 missing=""
 for p in $packages; do
@@ -37,7 +41,7 @@ if [ -n "$missing" ]; then
 		exit 1
 	fi
 	# shellcheck disable=SC2086 # word splitting of the package list is intended
-	if ! apt-get install -y -q --no-install-recommends $missing; then
+	if ! apt-get install -y -q -o DPkg::Lock::Timeout=600 --no-install-recommends $missing; then
 		echo "tests/vm/install-deps.sh: apt-get install failed for:$missing" >&2
 		exit 1
 	fi
