@@ -147,18 +147,18 @@ func checkCrashStates(t *testing.T, l *WriteLog, base, logImg string, states []C
 				at[w], adv = st.Prefix, 1
 			}
 			files["/etc/vm/lw/st."+r] = l.StatePlan(st).Bytes()
-			fmt.Fprintf(&work[w], "lw_state %s %d %d %s %s\n", r, adv, w, guestDisk(1+2*w), guestDisk(2+2*w))
+			// Each state's report goes to the console in one write, so
+			// the two workers' lines never mix and a timeout still shows
+			// every state checked before it.
+			fmt.Fprintf(&work[w], "lw_state %s %d %d %s %s > /tmp/st.%s 2>&1; cat /tmp/st.%s\n", r, adv, w, guestDisk(1+2*w), guestDisk(2+2*w), r, r)
 		}
 		for w := range work {
-			fmt.Fprintf(&script, "(\n%s) > /tmp/work%d 2>&1 &\n", work[w].String(), w)
+			fmt.Fprintf(&script, "(\n%s) &\n", work[w].String())
 		}
 		script.WriteString("wait\n")
-		for w := range work {
-			fmt.Fprintf(&script, "cat /tmp/work%d\n", w)
-		}
 		script.WriteString("echo CRASH-STATES-DONE\n")
 		res := Run(t, Config{Image: lwImage, Disks: disks, Files: files, Script: script.String(),
-			Timeout:     5*time.Minute + time.Duration(len(chunk))*15*time.Second,
+			Timeout:     10*time.Minute + time.Duration(len(chunk))*30*time.Second,
 			ConsoleFile: cliConsole(fmt.Sprintf("logwrites-states%03d", first))})
 		if !strings.Contains(res.Console, "CRASH-STATES-DONE") {
 			t.Fatalf("the checks did not finish\n%s", res.Tail(consoleTail))

@@ -24,7 +24,7 @@ var vmPowerCuts = flag.Int("vm.power-cuts", 7, "TestPowerCutsAllModes: VM kills,
 // room for shift to move the data up by one window between them.
 const (
 	pcDataSize = 2 << 20
-	pcWindow   = 128 << 10
+	pcWindow   = 64 << 10
 	pcWindows  = pcDataSize / pcWindow
 	pcMetaSize = 1 << 20
 	pcDiskSize = pcDataSize + pcWindow + pcMetaSize
@@ -154,14 +154,21 @@ pc_start() { # LANE DEV ONLINE STOP-AT ARGS...
 	if [ $on = 1 ]; then
 		step $L open $PLAIN --key-file /etc/vm/pc/$L.old --size ` + strconv.Itoa(pcDataSize/512) + ` $dev $L || return
 	fi
-	cryptshift convert "$@" --progress json --progress-interval 0 $dev > /tmp/prog.$L 2>&1 &
+	# The progress comes through a FIFO, a JSON line per window, and the
+	# reader stops the conversion as soon as the line it waits for comes:
+	# no polling, so a loaded host delays the stop by a window at most.
+	mkfifo /tmp/fifo.$L
+	cryptshift convert "$@" --progress json --progress-interval 0 $dev > /dev/null 2> /tmp/fifo.$L &
 	pid=$!
-	while :; do
-		d=$(grep -o '"windows_done":[0-9]*' /tmp/prog.$L 2>/dev/null | tail -n 1 | tr -dc 0-9)
-		if [ -n "$d" ] && [ "$d" -ge $at ]; then kill -STOP $pid; echo "PC-STOPPED $L $d"; return; fi
-		kill -0 $pid 2>/dev/null || { echo "PC-STOP-MISSED $L"; sed "s/^/OUT $L start: /" /tmp/prog.$L; return; }
-		sleep 0.05
-	done
+	while read -r line; do
+		echo "$line" >> /tmp/prog.$L
+		case $line in *'"windows_done":'*) ;; *) continue ;; esac
+		d=${line#*'"windows_done":'}
+		d=${d%%[!0-9]*}
+		if [ "$d" -ge $at ]; then kill -STOP $pid; echo "PC-STOPPED $L $d"; return; fi
+	done < /tmp/fifo.$L
+	echo "PC-STOP-MISSED $L"
+	sed "s/^/OUT $L start: /" /tmp/prog.$L
 }
 pc_resume() { # LANE DEV ONLINE MODE ARGS...
 	L=$1 dev=$2 on=$3 mode=$4; shift 4
@@ -218,9 +225,9 @@ func TestPowerCutsAllModes(t *testing.T) {
 		}
 		for _, mode := range pcModes {
 			l := &pcLane{name: fmt.Sprintf("%s-%s%d", mode, where, b), mode: mode, online: on,
-				// Never the last window: the lane must still be
-				// converting when it is stopped.
-				stopAt: 1 + rng.IntN(pcWindows-2),
+				// In the first half: the lane must still be
+				// converting when the stop reaches it.
+				stopAt: 1 + rng.IntN(pcWindows/2),
 				oldKey: randBytes(rng, 64), newKey: randBytes(rng, 64)}
 			boots[b] = append(boots[b], l)
 		}
@@ -344,8 +351,13 @@ func checkPowerCut(t *testing.T, l *pcLane, r *caseReport, killed string) (strin
 	}
 	m := regexp.MustCompile(`(?m)^PC-STOPPED ` + regexp.QuoteMeta(l.name) + ` (\d+)$`).FindStringSubmatch(killed)
 	if m != nil {
-		if d, _ := strconv.Atoi(m[1]); pre.State == "complete" || pre.WindowsDone < uint64(d) {
-			fail("stopped after reporting %s windows done, yet the status after the cut says %s with %d done", m[1], pre.State, pre.WindowsDone)
+		// Journal and checksum count the last window reported done as
+		// open until the next window's record says otherwise: the status
+		// may lag by that one window, which recovery then finishes.
+		d, _ := strconv.Atoi(m[1])
+		lag := pre.WindowsDone+1 == uint64(d) && pre.OpenWindow != nil && *pre.OpenWindow == pre.WindowsDone
+		if pre.State == "complete" || pre.WindowsDone < uint64(d) && !lag {
+			fail("stopped after reporting %s windows done, yet the status after the cut says %s with %d done: %s", m[1], pre.State, pre.WindowsDone, r.pre)
 		}
 	}
 	// Mode none cannot vouch for the window in flight: recover must exit
