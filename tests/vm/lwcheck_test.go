@@ -27,9 +27,10 @@ const lwStatesPerBoot = 70
 // snapshot of it (its exceptions in memory, the worker's COW disk only
 // their store) takes the writes the state keeps and everything recovery
 // and the checks write, and is thrown away after, so the next state starts
-// from the image again. NAME's data, the writer's log and the metadata are
-// slices of the snapshot, so `recover` opens DEVICE exclusively as it
-// wants to. Each worker W has its own devices (names ending in W), so two
+// from the image again. DEVICE is the whole snapshot, as the recording's
+// DEVICE was the whole logged disk (the header records its size), through
+// a linear of its own; the writer's log and the metadata are slices of the
+// snapshot beside it, so `recover` opens DEVICE exclusively as it wants to. Each worker W has its own devices (names ending in W), so two
 // run side by side on the guest's two CPUs.
 var lwStateLib = `
 TOT=` + strconv.Itoa(lwTotalSect) + `
@@ -47,7 +48,7 @@ lw_state() { # TAG ADVANCE(0|1) WORKER IMAGE COW
 	dmsetup create snap$w --table "0 $TOT snapshot $img $cow N 8" && dmsetup mknodes snap$w
 	echo "RC $r snap $?"
 	stepq $r apply /tmp/apply$w lwapply -src /dev/vda -dst /dev/mapper/snap$w -plan /etc/vm/lw/st.$r || show $r OUT /tmp/apply$w
-	dmsetup create dv$w --table "0 $DSECT linear /dev/mapper/snap$w 0"
+	dmsetup create dv$w --table "0 $TOT linear /dev/mapper/snap$w 0"
 	dmsetup create lg$w --table "0 8192 linear /dev/mapper/snap$w $LOGS"
 	dmsetup create mt$w --table "0 8192 linear /dev/mapper/snap$w $METAS"
 	dmsetup mknodes
