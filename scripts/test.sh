@@ -84,6 +84,9 @@ log=$(mktemp)
 start=$(date +%s)
 if ! go test -count=1 -v -timeout 40m ./tests/fault ./tests/vm >"$log" 2>&1; then
 	grep -vE '^=== (RUN|PAUSE|CONT)' "$log" | tail -400
+	# The suite's totals (tests/vm TestMain), so a red run still says how
+	# many power cuts and replayed crash states it got through.
+	grep -E '^vm (power cuts|replayed crash states): ' "$log" || true
 	# A failing seeded VM test prints the command that replays it; the
 	# tail may have cut it off, so it comes again here, last.
 	grep -E 'vm replay: ' "$log" || true

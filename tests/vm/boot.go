@@ -291,6 +291,9 @@ func Boot(ctx context.Context, cfg Config) (*Result, error) {
 	if code, ok := parseExit(res.Console, nonce); ok {
 		res.ExitCode = code
 	}
+	if res.Killed && res.ExitCode < 0 {
+		powerCuts.Add(1)
+	}
 
 	switch {
 	case copyErr != nil && !errors.Is(copyErr, os.ErrClosed):
