@@ -65,7 +65,9 @@ rm -f "$log"
 
 step "unit tests"
 # The guard-rails model test runs in the next step, verbosely, for its summary.
-go test -count=1 -skip '^TestGuardRailsModel$' $(go list ./... | grep -v /tests/)
+# The guest-side helpers under tests/vm/internal (lwapply builds the
+# lost-cache crash states) have host-side tests of their own.
+go test -count=1 -skip '^TestGuardRailsModel$' $(go list ./... | grep -v /tests/) $(go list ./tests/vm/internal/...)
 
 step "guard-rails model test (random CLI sequences checked by independent decryption)"
 log=$(mktemp)
