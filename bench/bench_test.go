@@ -211,6 +211,22 @@ func TestCopyInPlaceKeepsData(t *testing.T) {
 	if !slices.Equal(before, after) {
 		t.Error("the in-place copy changed the image")
 	}
+	// The streaming copy overlaps reads and writes; with more blocks than
+	// it has buffers and a short last block, every buffer is reused.
+	if _, err := streamCopy(img, 4096, data-4096, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	after, err = os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(before, after) {
+		t.Error("the streaming copy changed the image")
+	}
+	// A read error (the range runs past the end) is reported, not hidden.
+	if _, err := streamCopy(img, 4096, size, 1<<20); err == nil {
+		t.Error("streaming copy past the end of the image succeeded")
+	}
 }
 
 func TestFormatConvertReport(t *testing.T) {
@@ -218,11 +234,15 @@ func TestFormatConvertReport(t *testing.T) {
 		Window: 1 << 20, Cipher: benchCipher, KeyBits: 512, SectorSize: 4096, Repeat: 1,
 		CacheNote: "page cache not dropped: not root",
 		Modes: []modeResult{
-			{Mode: "journal", Runs: []convertRun{{Verified: true}}, MedianRatio: 1.5, PeakRSSKiB: 20 << 10},
+			{Mode: "journal", Runs: []convertRun{{Verified: true}}, MedianRatio: 1.5, BestRatio: 1.41, MedianFlushedRatio: 1.23, PeakRSSKiB: 20 << 10},
 			{Mode: "shift", Runs: []convertRun{{Verified: false}}, MedianRatio: 1.1},
 		}}
+	if out := formatConvertReport(r); strings.Contains(out, "1.23") || strings.Contains(out, "flushed") {
+		t.Errorf("flushed copy ratio printed though not timed:\n%s", out)
+	}
+	r.FlushedCopy = true
 	out := formatConvertReport(r)
-	for _, want := range []string{"Warning: page cache not dropped: not root", "journal", "1.50", "20.0 MiB", "yes", "shift", "1.10", "no"} {
+	for _, want := range []string{"Warning: page cache not dropped: not root", "journal", "1.50", "1.41", "1.23", "flushed", "20.0 MiB", "yes", "shift", "1.10", "no"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)
 		}

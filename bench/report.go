@@ -27,7 +27,8 @@ type Report struct {
 	Date    string         `json:"date"`
 	Machine machineInfo    `json:"machine"`
 	Ciphers []cipherResult `json:"ciphers"`
-	Convert *ConvertReport `json:"convert,omitempty"`
+	// Convert holds one conversion report per sector size.
+	Convert []*ConvertReport `json:"convert,omitempty"`
 }
 
 // machineInfo is what a figure needs next to it to mean anything: on a
@@ -85,7 +86,12 @@ func Run(ctx context.Context, p Params, exe string, stdout, stderr io.Writer) er
 		if len(ciphers) > 0 {
 			fmt.Fprintln(stdout)
 		}
-		fmt.Fprint(stdout, formatConvertReport(rep.Convert))
+		for i, cr := range rep.Convert {
+			if i > 0 {
+				fmt.Fprintln(stdout)
+			}
+			fmt.Fprint(stdout, formatConvertReport(cr))
+		}
 	}
 	fmt.Fprintf(stdout, "\n%s, %d cores (%s); load average %s at start, %s at end; %s, %s.\n",
 		rep.Machine.CPU, rep.Machine.Cores, rep.Machine.CPUFeatures, rep.Machine.LoadAtStart,
@@ -96,18 +102,25 @@ func Run(ctx context.Context, p Params, exe string, stdout, stderr io.Writer) er
 // Check refuses parameters the conversion benchmark cannot run with,
 // before anything is built.
 func (p ConvertParams) Check() error {
-	switch p.SectorSize {
-	case 512, 1024, 2048, 4096:
-	default:
-		return fmt.Errorf("%w: --sector-size %d: want 512, 1024, 2048 or 4096", errclass.Usage, p.SectorSize)
+	if len(p.SectorSizes) == 0 {
+		return fmt.Errorf("%w: --sector-size: want at least one", errclass.Usage)
+	}
+	for _, ss := range p.SectorSizes {
+		switch ss {
+		case 512, 1024, 2048, 4096:
+		default:
+			return fmt.Errorf("%w: --sector-size %d: want 512, 1024, 2048 or 4096", errclass.Usage, ss)
+		}
+		if _, _, _, err := Layout(p.Size, p.Window, ss); err != nil {
+			return err
+		}
 	}
 	for _, m := range p.Modes {
 		if !slices.Contains([]string{"journal", "checksum", "shift", "none"}, m) {
 			return fmt.Errorf("%w: --mode %q: want journal, checksum, shift or none", errclass.Usage, m)
 		}
 	}
-	_, _, _, err := Layout(p.Size, p.Window, p.SectorSize)
-	return err
+	return nil
 }
 
 func describeMachine() machineInfo {

@@ -36,33 +36,37 @@ func TestEndToEndBench(t *testing.T) {
 			t.Errorf("cipher result %+v", c)
 		}
 	}
-	cv := rep.Convert
-	if cv == nil {
-		t.Fatal("no conversion report")
+	// Both sector sizes by default, each with every mode.
+	if len(rep.Convert) != 2 {
+		t.Fatalf("%d conversion reports, want one per default sector size (512, 4096)", len(rep.Convert))
 	}
-	if cv.ImageSize != 16<<20 || cv.DataSize != 13<<20 || cv.Window != 1<<20 || cv.SectorSize != 4096 {
-		t.Errorf("layout %+v", cv)
-	}
-	if os.Geteuid() == 0 && !cv.CacheDropped {
-		t.Errorf("root, but the page cache was not dropped: %s", cv.CacheNote)
-	}
-	var modes []string
-	for _, m := range cv.Modes {
-		modes = append(modes, m.Mode)
-		if len(m.Runs) != 1 {
-			t.Errorf("%s: %d runs, want 1", m.Mode, len(m.Runs))
-			continue
+	for i, cv := range rep.Convert {
+		if want := []int{512, 4096}[i]; cv.ImageSize != 16<<20 || cv.DataSize != 13<<20 || cv.Window != 1<<20 || cv.SectorSize != want || !cv.FlushedCopy {
+			t.Errorf("report %d: want %d-byte sectors, the 16M layout and the flushed copy: %+v", i, want, cv)
 		}
-		run := m.Runs[0]
-		if !run.Verified {
-			t.Errorf("%s: conversion not verified", m.Mode)
+		if os.Geteuid() == 0 && !cv.CacheDropped {
+			t.Errorf("root, but the page cache was not dropped: %s", cv.CacheNote)
 		}
-		if run.CopySeconds <= 0 || run.ConvertSeconds <= 0 || m.MedianRatio != run.Ratio || run.PeakRSSKiB <= 0 || run.MaxRSSKiB <= 0 || run.CPUSeconds <= 0 {
-			t.Errorf("%s: run %+v, summary %+v", m.Mode, run, m)
+		var modes []string
+		for _, m := range cv.Modes {
+			modes = append(modes, m.Mode)
+			if len(m.Runs) != 1 {
+				t.Errorf("%s: %d runs, want 1", m.Mode, len(m.Runs))
+				continue
+			}
+			run := m.Runs[0]
+			if !run.Verified {
+				t.Errorf("%s: conversion not verified", m.Mode)
+			}
+			if run.CopySeconds <= 0 || run.ConvertSeconds <= 0 || m.MedianRatio != run.Ratio || m.BestRatio != run.Ratio ||
+				run.FlushedCopySeconds <= 0 || m.MedianFlushedRatio != run.FlushedRatio ||
+				run.PeakRSSKiB <= 0 || run.MaxRSSKiB <= 0 || run.CPUSeconds <= 0 {
+				t.Errorf("%s: run %+v, summary %+v", m.Mode, run, m)
+			}
 		}
-	}
-	if !slices.Equal(modes, []string{"journal", "checksum", "shift", "none"}) {
-		t.Errorf("modes %v", modes)
+		if !slices.Equal(modes, []string{"journal", "checksum", "shift", "none"}) {
+			t.Errorf("modes %v", modes)
+		}
 	}
 	left, _ := filepath.Glob(filepath.Join(r.dir, "cryptshift-bench-*"))
 	if len(left) != 0 {
@@ -71,7 +75,7 @@ func TestEndToEndBench(t *testing.T) {
 
 	// The table form names every mode and says that the data was checked.
 	res = r.must(exitOK, nil, "bench", "--convert", "16M", "--repeat", "1", "--cipher", "none",
-		"--mode", "checksum", "--mode", "shift", "--dir", r.dir)
+		"--mode", "checksum", "--mode", "shift", "--sector-size", "4096", "--flushed-copy=false", "--dir", r.dir)
 	lines := strings.Split(res.stdout, "\n")
 	var rows int
 	for _, l := range lines {

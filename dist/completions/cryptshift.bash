@@ -64,7 +64,7 @@ _cryptshift() {
 		--cipher|--time|--repeat|--convert|--mode|--window|--sector-size) COMPREPLY=(); return ;;
 		esac
 		case $cur in
-		-*) COMPREPLY=($(compgen -W '--cipher --time --repeat --convert --dir --mode --window --sector-size --verify --json --help -h' -- "$cur")) ;;
+		-*) COMPREPLY=($(compgen -W '--cipher --time --repeat --convert --dir --mode --window --sector-size --flushed-copy --verify --json --help -h' -- "$cur")) ;;
 		esac
 		;;
 	esac
