@@ -189,38 +189,7 @@ func (d *Draft2) SetSegmentCrypt(seg int, encryption string, sectorSize uint32) 
 // as CommitLUKS2 refuses it. The order of the writes, and the argument,
 // are CommitLUKS2's.
 func CommitLUKS2Own(dev blockdev.Device, d *Draft2, own string) error {
-	cur, err := readLUKS2(dev, dev.Size())
-	if err != nil {
-		return fmt.Errorf("luks: reread the LUKS2 header before a commit: %w", err)
-	}
-	if cur.SeqID != d.BaseSeqID || cur.UUID != d.UUID || cur.HdrSize != d.HdrSize {
-		return fmt.Errorf("%w: the LUKS2 header changed since it was read (seqid %d, now %d): refusing to overwrite it", errclass.Conflict, d.BaseSeqID, cur.SeqID)
-	}
-	for _, r := range unknownRequirements(cur.Meta) {
-		if r != own {
-			return fmt.Errorf("%w: the LUKS2 header has a requirement cryptsetup 2.6 does not know (%s): like cryptsetup, cryptshift does not change it", errclass.Device, r)
-		}
-	}
-	m, err := d.Metadata()
-	if err != nil {
-		return err
-	}
-	if need := 2*d.HdrSize + m.Config.KeyslotsSize; need > uint64(dev.Size()) {
-		return fmt.Errorf("%w: device of %d bytes cannot hold the LUKS2 metadata and keyslots (%d bytes)", errclass.Device, dev.Size(), need)
-	}
-	copies, err := EncodeLUKS2(d, d.BaseSeqID+1)
-	if err != nil {
-		return err
-	}
-	for _, i := range commitOrder(cur) {
-		if _, err := dev.WriteAt(copies[i], int64(i)*int64(d.HdrSize)); err != nil {
-			return errclass.IOf(fmt.Sprintf("luks: write LUKS2 header copy %d", i), err)
-		}
-		if err := dev.Flush(); err != nil {
-			return errclass.IOf(fmt.Sprintf("luks: flush LUKS2 header copy %d", i), err)
-		}
-	}
-	return nil
+	return commitLUKS2(dev, d, own)
 }
 
 // Draft returns a draft of the volume's LUKS2 header.

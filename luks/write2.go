@@ -114,6 +114,12 @@ func EncodeLUKS2(d *Draft2, seqid uint64) ([2][]byte, error) {
 // Anything the new header points at (keyslot material) must be durable
 // before the call.
 func CommitLUKS2(dev blockdev.Device, d *Draft2) error {
+	return commitLUKS2(dev, d, "")
+}
+
+// commitLUKS2 is CommitLUKS2 that also lets the header carry the
+// requirement own (none when ""), for CommitLUKS2Own.
+func commitLUKS2(dev blockdev.Device, d *Draft2, own string) error {
 	cur, err := readLUKS2(dev, dev.Size())
 	if err != nil {
 		return fmt.Errorf("luks: reread the LUKS2 header before a commit: %w", err)
@@ -121,8 +127,14 @@ func CommitLUKS2(dev blockdev.Device, d *Draft2) error {
 	if cur.SeqID != d.BaseSeqID || cur.UUID != d.UUID || cur.HdrSize != d.HdrSize {
 		return fmt.Errorf("%w: the LUKS2 header changed since it was read (seqid %d, now %d): refusing to overwrite it", errclass.Conflict, d.BaseSeqID, cur.SeqID)
 	}
-	if u := unknownRequirements(cur.Meta); len(u) > 0 {
-		return fmt.Errorf("%w: the LUKS2 header has requirements cryptsetup 2.6 does not know (%v): like cryptsetup, cryptshift does not change it", errclass.Device, u)
+	var foreign []string
+	for _, r := range unknownRequirements(cur.Meta) {
+		if r != own || own == "" {
+			foreign = append(foreign, r)
+		}
+	}
+	if len(foreign) > 0 {
+		return fmt.Errorf("%w: the LUKS2 header has requirements cryptsetup 2.6 does not know (%v): like cryptsetup, cryptshift does not change it", errclass.Device, foreign)
 	}
 	m, err := d.Metadata()
 	if err != nil {
