@@ -84,7 +84,11 @@ step "crash enumeration (tests/fault) and the real-kernel suite (tests/vm)"
 # printed; the full log is shown only when something fails.
 log=$(mktemp)
 start=$(date +%s)
-if ! go test -count=1 -v -timeout 40m ./tests/fault ./tests/vm >"$log" 2>&1; then
+# The real-kernel suite grew past 40 minutes on two idle cores with this
+# round's tests (power cuts in every mode, 200 lost-cache states, XFS,
+# Btrfs, fio, kernel-only specs, dracut, hostile neighbours); the bound is a
+# hang detector, not the budget, which README.md states.
+if ! go test -count=1 -v -timeout 75m ./tests/fault ./tests/vm >"$log" 2>&1; then
 	grep -vE '^=== (RUN|PAUSE|CONT)' "$log" | tail -400
 	# The suite's totals (tests/vm TestMain), so a red run still says how
 	# many power cuts and replayed crash states it got through.
