@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/cryptshift/cryptshift/blockdev"
 	"github.com/cryptshift/cryptshift/dm"
@@ -127,6 +128,30 @@ func Heal(ctx context.Context, req Request, cfg engine.Config) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	removeDeadKernelCiphers(req.logf)
 	h := rec.Recovered.Header
 	return fmt.Sprintf("%s is recovered and serves the data with the recorded progress (%d of %d windows converted; recovery: %s)", req.Name, h.Done, h.Windows(), rec.Recovered.Action), nil
+}
+
+// removeDeadKernelCiphers removes the kernel cipher devices (kcipher) that
+// a killed process left: a live process holds each of its own open
+// (exclusively) for as long as it runs, so one nobody opens serves no one.
+// Their memory-backed loop devices detach by themselves once the table is
+// gone. A failure here leaves a device, never data, behind: it is logged.
+func removeDeadKernelCiphers(logf func(string, ...any)) {
+	names, err := dm.List()
+	if err != nil {
+		return
+	}
+	for _, n := range names {
+		if !strings.HasPrefix(n, kcipher.Prefix) {
+			continue
+		}
+		if inf, err := dm.Info(n); err != nil || !inf.Exists || inf.OpenCount > 0 {
+			continue
+		}
+		if err := dm.Remove(n); err != nil && logf != nil {
+			logf("cryptshift: warning: could not remove %s, left by the killed process: %v", n, err)
+		}
+	}
 }
