@@ -73,15 +73,9 @@ func (c *LUKS1ToLUKS2) Wipe() {
 // line) says which data offset, and so which shift of the data, would make
 // room. It writes nothing.
 func PlanLUKS1ToLUKS2(v *Volume, oldKey []byte, p LUKS1ToLUKS2Params) (*LUKS1ToLUKS2, error) {
-	if v.V1 == nil {
-		return nil, fmt.Errorf("%w: not a LUKS1 volume", errclass.Usage)
-	}
-	o := v.V1
-	if err := v.CheckVolumeKey(oldKey); err != nil {
+	o, err := attachedLUKS1(v, oldKey, "converts")
+	if err != nil {
 		return nil, err
-	}
-	if o.PayloadOffset == 0 {
-		return nil, fmt.Errorf("%w: the LUKS1 header is detached (payload offset 0): cryptshift converts only attached headers", errclass.Device)
 	}
 	if p.MetadataSize == 0 {
 		p.MetadataSize = DefaultMetadataSize

@@ -108,15 +108,9 @@ func (r *Relayout1) Wipe() {
 // payload offset, saying which offset would be needed, and a set of kept
 // keyslots that cannot coexist with their new keyslots under it.
 func PlanRelayout1(v *Volume, oldKey []byte, p Relayout1Params) (*Relayout1, error) {
-	if v.V1 == nil {
-		return nil, fmt.Errorf("%w: not a LUKS1 volume", errclass.Usage)
-	}
-	o := v.V1
-	if err := v.CheckVolumeKey(oldKey); err != nil {
+	o, err := attachedLUKS1(v, oldKey, "re-lays out")
+	if err != nil {
 		return nil, err
-	}
-	if o.PayloadOffset == 0 {
-		return nil, fmt.Errorf("%w: the LUKS1 header is detached (payload offset 0): cryptshift re-lays out only attached headers", errclass.Device)
 	}
 	nk := len(p.Key)
 	cipher := p.Cipher
@@ -458,4 +452,21 @@ func WipeLUKS1Unused(dev blockdev.Device, h *LUKS1) error {
 		return errclass.IOf("luks: flush luks-keyslot-wipe", err)
 	}
 	return nil
+}
+
+// attachedLUKS1 is what both LUKS1 rewrites check first: v is LUKS1, oldKey
+// is its volume key, and the header is attached (the rewrites place
+// keyslots under the payload offset). doing names the rewrite in the
+// refusal.
+func attachedLUKS1(v *Volume, oldKey []byte, doing string) (*LUKS1, error) {
+	if v.V1 == nil {
+		return nil, fmt.Errorf("%w: not a LUKS1 volume", errclass.Usage)
+	}
+	if err := v.CheckVolumeKey(oldKey); err != nil {
+		return nil, err
+	}
+	if v.V1.PayloadOffset == 0 {
+		return nil, fmt.Errorf("%w: the LUKS1 header is detached (payload offset 0): cryptshift %s only attached headers", errclass.Device, doing)
+	}
+	return v.V1, nil
 }
