@@ -164,10 +164,7 @@ func recoverLUKS(c *cli.Context, dev string, sig *luks.Signature) error {
 		return err
 	}
 	defer cleanup(false)
-	var meta blockdev.Device
-	if !t.MetaOnData {
-		meta = t.Meta
-	}
+	meta := separateMeta(t)
 	res, err := engine.RecoverLUKS2(c.Context, t.Data, meta, passes, engine.RecoverOptions{AcceptDamage: c.Bool("accept-damage")}, engine.Options{})
 	if err != nil {
 		return fmt.Errorf("recover %s: %w", dev, err)
@@ -194,10 +191,7 @@ func verifyLUKS(c *cli.Context, dev string, sig *luks.Signature, run func(t engi
 		return err
 	}
 	defer cleanup(false)
-	var meta blockdev.Device
-	if !t.MetaOnData {
-		meta = t.Meta
-	}
+	meta := separateMeta(t)
 	o, err := engine.OpenLUKS2(t.Data, meta, passes)
 	if err != nil {
 		return fmt.Errorf("verify %s: %w", dev, err)
@@ -227,10 +221,7 @@ func statusLUKS(c *cli.Context, dev string) error {
 		return err
 	}
 	defer cleanup(false)
-	var meta blockdev.Device
-	if !t.MetaOnData {
-		meta = t.Meta
-	}
+	meta := separateMeta(t)
 	st, err := engine.ReadLUKS2Status(t.Data, meta)
 	if err != nil {
 		return fmt.Errorf("status %s: %w", dev, err)
@@ -303,4 +294,13 @@ func ints(s []int) string {
 		p[i] = fmt.Sprint(x)
 	}
 	return strings.Join(p, ", ")
+}
+
+// separateMeta is t's metadata device when it is not the data device (the
+// LUKS2 engine calls take nil for metadata inside the keyslots area).
+func separateMeta(t engine.Target) blockdev.Device {
+	if t.MetaOnData {
+		return nil
+	}
+	return t.Meta
 }
