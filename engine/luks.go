@@ -77,6 +77,10 @@ type LUKSRequest struct {
 	// Notify is told, before the first write, what will happen to the
 	// keyslots.
 	Notify func(string)
+	// BeforeFinal, when set, runs once every window is durable and before
+	// the final commit (online: the device-mapper device is switched to
+	// the new key first, so that no table of the old key outlives it).
+	BeforeFinal func() error
 }
 
 // LUKSResult is what a LUKS2 conversion or recovery ended with.
@@ -301,6 +305,13 @@ func engineConfig(m *luks.DataMapping, oldKey, newKey []byte, req LUKSRequest) C
 	return cfg
 }
 
+func (r LUKSRequest) beforeFinal() error {
+	if r.BeforeFinal == nil {
+		return nil
+	}
+	return r.BeforeFinal()
+}
+
 func startLUKS(ctx context.Context, dev blockdev.Device, st *luksState, req LUKSRequest, opts Options) (*LUKSResult, error) {
 	v := st.v
 	meta := v.V2.Meta
@@ -486,6 +497,9 @@ func startLUKS(ctx context.Context, dev blockdev.Device, st *luksState, req LUKS
 	if err != nil {
 		return out, err
 	}
+	if err := req.beforeFinal(); err != nil {
+		return out, err
+	}
 	st, err = readLUKS(dev)
 	if err != nil {
 		return out, err
@@ -548,6 +562,9 @@ func resumeLUKS(ctx context.Context, dev blockdev.Device, st *luksState, req LUK
 		out.Header = res.Header
 	}
 	if err != nil {
+		return out, err
+	}
+	if err := req.beforeFinal(); err != nil {
 		return out, err
 	}
 	return finishLUKS(dev, st, res.Header, opts)

@@ -82,7 +82,7 @@ func Activate(ctx context.Context, req Request, oldKey, newKey []byte, ro engine
 		}
 		return rec, nil
 	}
-	if err := ActivateRecovered(req.Name, res.Header, keys, req.Device, req.TableOptions); err != nil {
+	if err := activateRecovered(req.Name, req.dmUUID, res.Header, keys, req.Device, req.TableOptions); err != nil {
 		return rec, fmt.Errorf("%w: activate %s: %w", errclass.Device, req.Name, err)
 	}
 	return rec, nil

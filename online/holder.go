@@ -455,6 +455,15 @@ func (o *Online) settle() error {
 // "major:minor", with options (format-neutral crypt options) on every
 // crypt target.
 func ActivateRecovered(name string, h *header.Header, keys Keys, device string, options []string) error {
+	return activateRecovered(name, "", h, keys, device, options)
+}
+
+// activateRecovered is ActivateRecovered with the device-mapper UUID
+// given ("": RecoveredUUID's).
+func activateRecovered(name, uuid string, h *header.Header, keys Keys, device string, options []string) error {
+	if uuid == "" {
+		uuid = RecoveredUUID(h, name)
+	}
 	if strings.HasPrefix(device, "/") {
 		d, err := dm.DevNo(device)
 		if err != nil {
@@ -466,5 +475,5 @@ func ActivateRecovered(name string, h *header.Header, keys Keys, device string, 
 	if err != nil {
 		return err
 	}
-	return sysControl{}.create(name, RecoveredUUID(h, name), table)
+	return sysControl{}.create(name, uuid, table)
 }

@@ -54,6 +54,9 @@ type Request struct {
 	Logf func(format string, args ...any)
 	// Hooks, when set, see each window the holder holds.
 	Hooks Hooks
+	// dmUUID, when set, is the device-mapper UUID an activation gives
+	// Name (a LUKS2 volume's, as cryptsetup names it).
+	dmUUID string
 }
 
 // Hooks let a program watch the windows an online conversion holds: the

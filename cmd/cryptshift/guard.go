@@ -97,6 +97,9 @@ wait:
 // healOnline is `recover --activate NAME` for a worker that just died,
 // with the keys found as a resume finds them (online.Heal).
 func healOnline(c *cli.Context, name, dev string) (string, error) {
+	if luksVolume(dev) != nil {
+		return healLUKS(c, name, dev)
+	}
 	cfg, err := configFromFlags(c)
 	if err != nil {
 		return "", err

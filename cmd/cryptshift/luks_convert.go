@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -64,17 +65,22 @@ func convertLUKS(c *cli.Context, stderr io.Writer, dev string, sig *luks.Signatu
 		return fmt.Errorf("%w: %s is a %s: cryptshift cannot convert LUKS1 volumes yet; converting its data area as a plain mapping would leave the keyslots wrapping the old volume key",
 			errclass.Device, dev, sig)
 	}
-	if c.String("online") != "" {
-		return fmt.Errorf("%w: %s is a %s: cryptshift converts LUKS2 volumes offline only so far (no --online: close it and give its passphrases with --key-file); converting its data area as a plain mapping would leave the keyslots wrapping the old volume key",
-			errclass.Device, dev, sig)
-	}
 	if c.IsSet("old-key-file") || c.IsSet("new-key-file") {
 		return fmt.Errorf("%w: %s is a %s: give its passphrases with --key-file, not --old-key-file/--new-key-file: converting its data area as a plain mapping would leave the keyslots wrapping the old volume key",
 			errclass.Device, dev, sig)
 	}
 	for _, f := range plainOnlyFlags {
-		if c.IsSet(f) {
+		if c.IsSet(f) && (f != "crypto" || c.String("online") == "") {
 			return usageErr("--%s does not apply to a LUKS2 volume: its header gives the mapping", f)
+		}
+	}
+	name := c.String("online")
+	if name != "" {
+		if c.IsSet("metadata") {
+			return usageErr("--metadata with --online: an online LUKS2 conversion keeps its metadata in the LUKS2 keyslots area")
+		}
+		if os.Getenv(onlineWorkerEnv) == "" {
+			return guardOnline(c, stderr, name, dev)
 		}
 	}
 	passes, err := readPassFiles(c)
@@ -116,10 +122,13 @@ func convertLUKS(c *cli.Context, stderr io.Writer, dev string, sig *luks.Signatu
 	m := newMeter(stderr, mode, dev, interval)
 	in := watchSignalsTo(c.Context, m.notice)
 	defer in.stop()
-	stopMetrics, _ := watchMetrics(c.String("metrics-file"), dev, m, stderr)
+	stopMetrics, stalls := watchMetrics(c.String("metrics-file"), dev, m, stderr)
 	defer stopMetrics()
-	engineHooks, _ := testHooks(in)
+	engineHooks, onlineHooks := testHooks(in)
 	req.Notify = func(s string) { fmt.Fprintf(c.App.Writer, "%s: %s\n", dev, s) }
+	if name != "" {
+		return convertLUKSOnline(in.ctx, c, stderr, name, dev, req, engine.Options{Progress: m.Update, Hooks: engineHooks}, stalls.chain(onlineHooks), m)
+	}
 	t, cleanup, err := openTarget(dev, c.String("metadata"), metaCreateSize(c, engine.Config{}), blockdev.Options{Exclusive: true})
 	if err != nil {
 		return err
@@ -152,12 +161,15 @@ func luksVolume(dev string) *luks.Signature {
 
 // recoverLUKS is recover on a LUKS2 volume.
 func recoverLUKS(c *cli.Context, dev string, sig *luks.Signature) error {
-	if c.IsSet("activate") || c.IsSet("old-key-file") || c.IsSet("new-key-file") {
-		return usageErr("%s is a %s: recover takes its passphrases with --key-file; --activate is not supported for LUKS2 yet (run `cryptshift convert` to finish, then cryptsetup open)", dev, sig)
+	if c.IsSet("old-key-file") || c.IsSet("new-key-file") {
+		return usageErr("%s is a %s: recover takes its passphrases with --key-file", dev, sig)
 	}
 	passes, err := readPassFiles(c)
 	if err != nil {
 		return err
+	}
+	if c.IsSet("activate") {
+		return activateLUKS(c, dev, passes)
 	}
 	t, cleanup, err := openTarget(dev, c.String("metadata"), 0, blockdev.Options{Exclusive: true})
 	if err != nil {

@@ -35,7 +35,8 @@ func TestLUKS2ConvertCLI(t *testing.T) {
 		{2, []string{"--key-file", im.Passes[0], "--data-offset", "0"}, "--data-offset does not apply"},
 		{2, []string{"--key-file", im.Passes[0], "--key-file", im.Passes[1], "--resilience", "shift"}, "shift"},
 		{2, []string{}, "--key-file PASSFILE"},
-		{4, []string{"--key-file", im.Passes[0], "--online", "x"}, "offline only"},
+		{4, []string{"--key-file", im.Passes[0], "--online", "cryptshift-test-nonexistent"}, "--online cryptshift-test-nonexistent"},
+		{2, []string{"--key-file", im.Passes[0], "--online", "x", "--metadata", "m"}, "--metadata with --online"},
 	} {
 		r := c.must(tc.code, nil, append(append([]string{"convert"}, tc.args...), im.Path)...)
 		if !strings.Contains(r.stderr, tc.want) {
