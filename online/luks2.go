@@ -412,4 +412,3 @@ func removeIdleHolds(ctl control, name string) error {
 	}
 	return nil
 }
-
