@@ -232,14 +232,17 @@ func ConvertLUKS2(ctx context.Context, req Request, lreq engine.LUKSRequest, opt
 		opts.Crypto = h
 	}
 	lreq.Meta = nil
+	after := lreq.BeforeFinal
 	lreq.BeforeFinal = func() error {
 		// Name moves to the new key before the final commit: a crash
 		// after that commit then finds Name already as it must stay.
-		if h.o == nil {
-			return nil
+		if h.o != nil {
+			if err := h.o.Finish(); err != nil {
+				return fmt.Errorf("%w: the data is converted, but %s could not be switched to a single new target: %w (run `cryptshift recover --activate`)", errclass.Device, req.Name, err)
+			}
 		}
-		if err := h.o.Finish(); err != nil {
-			return fmt.Errorf("%w: the data is converted, but %s could not be switched to a single new target: %w (run `cryptshift recover --activate`)", errclass.Device, req.Name, err)
+		if after != nil {
+			return after()
 		}
 		return nil
 	}

@@ -16,6 +16,7 @@ import (
 func convertLUKSOnline(ctx context.Context, c *cli.Context, stderr io.Writer, name, dev string, req engine.LUKSRequest, opts engine.Options, hooks online.Hooks, m *meter) error {
 	oreq := online.Request{Name: name, Device: dev, Hooks: hooks, KernelCrypto: c.String("crypto") == cryptoKernel,
 		Logf: func(f string, a ...any) { fmt.Fprintf(stderr, f+"\n", a...) }}
+	req.BeforeFinal = luksBeforeFinalHook()
 	res, err := online.ConvertLUKS2(ctx, oreq, req, opts)
 	var er *engine.Result
 	if res != nil && res.Engine != nil && res.Engine.Header != nil {

@@ -21,7 +21,10 @@ var luksOnlineImage = Image{Files: map[string]string{"/lib/x86_64-linux-gnu/libg
 // killed with its guard (nothing left to heal it), `recover --activate` of
 // the live NAME, stock cryptsetup refusing the volume mid-way, `recover
 // --activate` re-creating NAME, the resume to the end under a second
-// writer, and stock cryptsetup afterwards with each passphrase.
+// writer (whose worker is killed twice on the way, holding a window and
+// between NAME's switch to the new key and the final commit, and healed
+// by its guard each time), and stock cryptsetup afterwards with each
+// passphrase.
 const luksOnlineScript = `
 . /etc/vm/lib.sh
 D=/dev/vda
@@ -87,6 +90,16 @@ step m check1 onlineguest check -dir /mnt/w1 -log /dev/mapper/la -seed 1
 onlineguest writer -dir /mnt/w2 -log /dev/mapper/lb -seed 2 > /tmp/w2 2>&1 &
 w2=$!
 sleep 2
+# A worker killed holding a window, then one killed between NAME's switch
+# to the new key and the final commit: its guard heals both.
+stepq m kill-holding /tmp/kh env CRYPTSHIFT_TEST_KILL_HOLDING=8 $CONV
+show m OUTKH /tmp/kh
+stepq m kill-final /tmp/kf env CRYPTSHIFT_TEST_KILL_BEFORE_FINAL=1 $CONV
+show m OUTKF /tmp/kf
+echo "TABLE-T2 $(dmsetup table lc | wc -l)"
+stepq m midopen2 /tmp/mid2 cryptsetup open --test-passphrase --key-file /etc/vm/cp0 $D
+stepq m status2 /tmp/st2 cryptshift status $D
+show m STATUS2 /tmp/st2
 stepq m convert /tmp/conv2 $CONV
 show m OUT2 /tmp/conv2
 echo "TARGETS $(dmsetup table lc | wc -l)"
@@ -214,6 +227,34 @@ func TestOnlineLUKS2CLI(t *testing.T) {
 	if n := len(regexp.MustCompile(`(?m)^CHECK-OK records=[1-9]`).FindAllString(res.Console, -1)); n != 5 {
 		t.Errorf("%d of 5 writer-log checks passed with a non-empty log", n)
 	}
+	for _, k := range []string{"kill-holding", "kill-final"} {
+		out := strings.Join(taggedLines(res.Console, map[string]string{"kill-holding": "OUTKH", "kill-final": "OUTKF"}[k], "m"), "\n")
+		if c := got["m"][k]; len(c) != 1 || c[0] == 0 || !strings.Contains(out, "run the same command to resume") {
+			t.Errorf("%s: exit %v; want the guard to recover the killed worker:\n%s", k, c, out)
+		}
+		t.Logf("%s:\n%s", k, out)
+	}
+	if out := strings.Join(taggedLines(res.Console, "OUTKF", "m"), "\n"); !strings.Contains(out, "16 of 16 windows") {
+		t.Errorf("kill-final: the guard's recovery does not report a complete conversion:\n%s", out)
+	}
+	if v := get("TABLE-T2"); v != "1" {
+		t.Errorf("NAME has %s targets between the switch and the final commit, want 1", v)
+	}
+	if st := strings.Join(taggedLines(res.Console, "STATUS2", "m"), "\n"); !strings.Contains(st, "in progress") {
+		t.Errorf("status between the switch and the final commit:\n%s", st)
+	}
+	wantRC(t, got, "m", "midopen2", 0) // --test-passphrase: the header reads, the requirement only stops activation
+	// The kill must have left a conversion in the middle for recover to
+	// bring up: both recoveries report the recorded progress.
+	rec := strings.Join(taggedLines(res.Console, "OUT", "m"), "\n")
+	if ms := regexp.MustCompile(`serves the LUKS2 volume with the recorded progress \((\d+) of 16 windows`).FindAllStringSubmatch(rec, -1); len(ms) != 2 || ms[0][1] == "0" || ms[0][1] == "16" || ms[0][1] != ms[1][1] {
+		t.Errorf("recover --activate (live, then re-created) did not both report the same mid-way progress:\n%s", rec)
+	}
+	if st := strings.Join(taggedLines(res.Console, "STATUS", "m"), "\n"); !strings.Contains(st, "in progress") {
+		t.Errorf("status mid-way:\n%s", st)
+	}
+	t.Logf("recover --activate:\n%s", rec)
+	t.Logf("table after the kill: %s targets", get("TABLE-KILLED"))
 	if t.Failed() {
 		for _, tag := range []string{"OUT", "OUT1", "OUT2", "STATUS", "FSCK"} {
 			for _, c := range []string{"r", "m"} {
