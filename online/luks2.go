@@ -294,16 +294,34 @@ func servesCurrentKey(req Request, dev blockdev.Device, devno string, passes [][
 	if err != nil {
 		return fmt.Errorf("%w: %s: %w", errclass.Device, req.Name, err)
 	}
-	l := &layout{dev: devno, oldOff: uint64(vol.Offset) / 512, newOff: uint64(vol.Offset) / 512, size: uint64(vol.Size) / 512,
-		old: vol.Mapping, new: vol.Mapping, extra: dm.TableOptions(live)}
-	conv, err := l.converted(live)
-	if err != nil || conv != (span{0, l.size}) {
+	l, err := wholeLayout(live, devno, vol)
+	if err != nil {
 		return fmt.Errorf("%w: the LUKS2 volume is converted, but %s does not serve its new key everywhere (%v): run `cryptshift recover --activate %s` after closing it", errclass.Device, req.Name, err, req.Name)
 	}
 	if len(live) == 1 {
 		return nil
 	}
-	return swap(sysControl{}, req.Name, l.table(conv, span{}, ""))
+	return swap(sysControl{}, req.Name, l.table(span{0, l.size}, span{}, ""))
+}
+
+// wholeLayout checks that every target of live serves vol's segment with
+// its key at its place, and returns the layout of one such target.
+func wholeLayout(live []dm.Target, devno string, vol *engine.LUKSLive) (*layout, error) {
+	l := &layout{dev: devno, oldOff: uint64(vol.Offset) / 512, newOff: uint64(vol.Offset) / 512, size: uint64(vol.Size) / 512,
+		old: vol.Mapping, new: vol.Mapping, extra: dm.TableOptions(live)}
+	if dm.Size(live) != l.size {
+		return nil, fmt.Errorf("the table has %d sectors, the segment %d", dm.Size(live), l.size)
+	}
+	for _, t := range live {
+		k, err := l.classify(t)
+		if err != nil {
+			return nil, fmt.Errorf("target at sector %d: %w", t.Start, err)
+		}
+		if k < 0 {
+			return nil, fmt.Errorf("target at sector %d serves another mapping", t.Start)
+		}
+	}
+	return l, nil
 }
 
 // HealLUKS2 is Heal for a LUKS2 volume: the keys come from its keyslots.

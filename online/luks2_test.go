@@ -74,3 +74,31 @@ func TestLUKSUUID(t *testing.T) {
 		t.Fatal(got)
 	}
 }
+
+// A converted volume's NAME must serve the segment with the new key in
+// every target; split tables of that mapping are accepted (and made one),
+// any other target refused.
+func TestWholeLayout(t *testing.T) {
+	m := sectorcipher.Mapping{Spec: testkit.Spec(t, "aes-xts-plain64"), Key: testkit.Key(64, 5), SectorSize: 512}
+	vol := &engine.LUKSLive{Mapping: m, Offset: 32768 * 512, Size: 4096 * 512}
+	split := []dm.Target{dm.MappingTarget(m, "254:0", 32768, 0, 1024, nil), dm.MappingTarget(m, "254:0", 32768, 1024, 3072, nil)}
+	l, err := wholeLayout(split, "254:0", vol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if one := l.table(span{0, l.size}, span{}, ""); len(one) != 1 || one[0].Params != dm.MappingTarget(m, "254:0", 32768, 0, 4096, nil).Params {
+		t.Fatalf("one target: %v", one)
+	}
+	old := m
+	old.Key = testkit.Key(64, 6)
+	for name, live := range map[string][]dm.Target{
+		"old key in part": {dm.MappingTarget(m, "254:0", 32768, 0, 1024, nil), dm.MappingTarget(old, "254:0", 32768, 1024, 3072, nil)},
+		"shorter":         {dm.MappingTarget(m, "254:0", 32768, 0, 1024, nil)},
+		"other device":    {dm.MappingTarget(m, "254:1", 32768, 0, 4096, nil)},
+		"moved":           {dm.MappingTarget(m, "254:0", 32776, 0, 4096, nil)},
+	} {
+		if _, err := wholeLayout(live, "254:0", vol); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
