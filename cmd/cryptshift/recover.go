@@ -34,7 +34,10 @@ func recoverCommand(stderr io.Writer) *cli.Command {
 			"A live NAME keeps the dm-crypt options of its table (allow_discards, the workqueue\n" +
 			"choices); a NAME created after a reboot gets the --table-options, in crypttab's names\n" +
 			"(discard, same-cpu-crypt, submit-from-crypt-cpus, no-read-workqueue, no-write-workqueue,\n" +
-			"high-priority): the header does not record them.",
+			"high-priority): the header does not record them.\n\n" +
+			"On a LUKS2 volume the keys are --key-file PASSFILE: one passphrase that opens an old and a\n" +
+			"new keyslot of the conversion. --activate NAME then creates NAME (or brings a live one in\n" +
+			"place) with cryptsetup's device-mapper UUID, and `convert --online NAME` resumes.",
 		Flags: append(append([]cli.Flag{metadataFlag(), passFileFlag()}, keyFlags()...),
 			&cli.BoolFlag{Name: "accept-damage", Usage: "leave sectors recovery cannot restore as they are (they are listed) so the conversion can go on"},
 			&cli.StringFlag{Name: "activate", Usage: "afterwards, set up device-mapper device `NAME` for the recorded progress"},
