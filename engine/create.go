@@ -112,6 +112,10 @@ func create(t Target, store *header.Store, cfg Config, opts Options, fresh bool)
 	}
 	h.Created = c.now()
 	h.Updated = h.Created
+	// The engines this run will use, so that status names them from the
+	// first window on; a resumed run adds its own at its first checkpoint
+	// (conv.checkpoint).
+	h.Engines = c.engines()
 	if err := store.CommitBoth(h, macKey); err != nil {
 		return nil, errclass.IOf("write first header", err)
 	}

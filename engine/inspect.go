@@ -1,10 +1,12 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/cryptshift/cryptshift/errclass"
 	"github.com/cryptshift/cryptshift/header"
+	"github.com/cryptshift/cryptshift/sectorcipher"
 	"github.com/cryptshift/cryptshift/wal"
 )
 
@@ -14,12 +16,42 @@ type Opened struct{ c *conv }
 
 // OpenRecorded authenticates the conversion recorded on t with the keys.
 func OpenRecorded(t Target, oldKey, newKey []byte) (*Opened, error) {
-	c, err := openExisting(t, oldKey, newKey, Options{})
+	return OpenRecordedWith(t, oldKey, newKey, nil)
+}
+
+// OpenRecordedWith is OpenRecorded with ciphers from ciphers (nil: the
+// userspace ones). A kernel-only spec it cannot build a cipher for still
+// opens: only CheckWindow needs a transform, and it fails with
+// errclass.NoCrypto then, so the header, log and layout of such a
+// conversion can be audited anywhere.
+func OpenRecordedWith(t Target, oldKey, newKey []byte, ciphers CipherMaker) (*Opened, error) {
+	base := Options{Ciphers: ciphers}
+	mk := func(m sectorcipher.Mapping, sectors uint64) (sectorcipher.Cipher, error) {
+		c, err := base.cipher(m, sectors)
+		if err != nil && m.Spec.KernelOnly() {
+			return noCipher{size: m.SectorSize, err: fmt.Errorf("%w: %w", errclass.NoCrypto, err)}, nil
+		}
+		return c, err
+	}
+	c, err := openExisting(t, oldKey, newKey, Options{Ciphers: mk})
 	if err != nil {
 		return nil, err
 	}
 	return &Opened{c: c}, nil
 }
+
+// noCipher stands for a transform no engine can run here. Its calls leave
+// the buffer as it was and Err reports why; the engine checks Err before it
+// trusts anything a cipher computed (failingCipher).
+type noCipher struct {
+	size int
+	err  error
+}
+
+func (n noCipher) SectorSize() int              { return n.size }
+func (n noCipher) Encrypt(buf []byte, _ uint64) {}
+func (n noCipher) Decrypt(buf []byte, _ uint64) {}
+func (n noCipher) Err() error                   { return n.err }
 
 // Header returns the authenticated header.
 func (o *Opened) Header() *header.Header { return o.c.h }
@@ -63,7 +95,16 @@ func (o *Opened) CheckWindow(w uint64) (DigestState, error) {
 	if _, err := c.t.Data.ReadAt(buf, int64(c.h.NewOffset)+start); err != nil {
 		return 0, errclass.IOf(fmt.Sprintf("read window %d", w), err)
 	}
-	if header.DigestEntry(c.macKey, w, c.plainDigest(buf, w, start, c.newC)) != entry {
+	d := c.plainDigest(buf, w, start, c.newC)
+	if f, ok := c.newC.(failingCipher); ok {
+		if err := f.Err(); err != nil {
+			if errors.Is(err, errclass.NoCrypto) {
+				return 0, err
+			}
+			return 0, fmt.Errorf("%w: kernel cipher: %w", errclass.IO, err)
+		}
+	}
+	if header.DigestEntry(c.macKey, w, d) != entry {
 		return DigestMismatch, nil
 	}
 	return DigestMatch, nil

@@ -274,6 +274,11 @@ func (c *conv) appendRecord(t wal.Type, done uint64, payload []byte) error {
 func (c *conv) checkpoint(done uint64, state header.State) error {
 	_, seq := c.log.Tail()
 	h := *c.h
+	if done != h.Done {
+		// Windows were transformed since the last checkpoint, by this
+		// run's engines.
+		h.Engines |= c.engines()
+	}
 	h.Done = done
 	h.State = state
 	h.LogHeadOff = 0

@@ -40,6 +40,11 @@ var (
 	// Refused: a valid request cryptshift will not carry out without
 	// --force (resilience none, data that does not decrypt plausibly).
 	Refused = errors.New("refused")
+	// NoCrypto: the work needs a cipher spec's transform that neither
+	// cryptshift's userspace ciphers nor, here, the kernel's dm-crypt can
+	// run (verify --data of a kernel-only spec on a host without
+	// device-mapper).
+	NoCrypto = errors.New("no crypto engine")
 )
 
 // Exit codes.
@@ -55,6 +60,7 @@ const (
 	ExitPaused   = 8
 	ExitDamaged  = 9
 	ExitRefused  = 10
+	ExitNoCrypto = 11
 )
 
 // Table is every class with its exit code and the line `--help` prints.
@@ -72,6 +78,7 @@ var Table = []struct {
 	{Paused, ExitPaused, "paused on request; run the same command again to resume"},
 	{Damaged, ExitDamaged, "damaged sectors found by recover, or findings reported by verify (and not repaired by --repair)"},
 	{Refused, ExitRefused, "refused without --force"},
+	{NoCrypto, ExitNoCrypto, "no crypto engine: the spec has no userspace cipher and the kernel's dm-crypt cannot run it here"},
 }
 
 // Code returns the exit code of err: that of the outermost class found

@@ -45,6 +45,10 @@ type Options struct {
 	// must be the one the recorded progress calls for). fsck builds no
 	// tables itself; it adds the finding to the report.
 	Live func(h *header.Header, oldKey, newKey []byte) Finding
+	// Ciphers builds the transforms Data needs (engine.OpenRecordedWith):
+	// the kernel's for a spec without a userspace cipher. Nil: userspace
+	// only, and Data of such a spec fails with errclass.NoCrypto.
+	Ciphers engine.CipherMaker
 }
 
 // Report is the audit's outcome.
@@ -87,7 +91,7 @@ func (r *Report) add(sev, format string, a ...any) {
 // order.
 func Audit(ctx context.Context, t engine.Target, oldKey, newKey []byte, o Options) (*Report, error) {
 	r := &Report{}
-	op, err := engine.OpenRecorded(t, oldKey, newKey)
+	op, err := engine.OpenRecordedWith(t, oldKey, newKey, o.Ciphers)
 	if err != nil {
 		return nil, err
 	}

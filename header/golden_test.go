@@ -92,6 +92,50 @@ func TestGoldenHeader(t *testing.T) {
 	}
 }
 
+// TestGoldenHeaderEngines pins byte 99, the crypto engines, in a copy
+// that differs from header-copy.bin only there (and in its seals); and
+// header-copy.bin, written before the field existed, reads as unknown.
+func TestGoldenHeaderEngines(t *testing.T) {
+	h, macKey := goldenHeader()
+	v := golden.FormatVersion(t, formatDoc)
+	old := golden.Check(t, v, "header-copy.bin", mustMarshalGolden(t, h, macKey))
+	oh, err := Unmarshal(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if oh.Engines != 0 || oh.Engines.String() != "unknown" || len(oh.Engines.List()) != 0 {
+		t.Fatalf("a header from before the field: engines %v (%q), want unknown", oh.Engines, oh.Engines.String())
+	}
+	h.Engines = EngineUserspace | EngineKernel
+	want := golden.Check(t, v, "header-copy-engines.bin", mustMarshalGolden(t, h, macKey))
+	got, err := Unmarshal(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *got != *h || got.Engines.String() != "userspace and kernel" {
+		t.Fatalf("decodes to %+v (%s), want %+v", got, got.Engines, h)
+	}
+	if err := VerifyMAC(want, macKey); err != nil {
+		t.Fatal(err)
+	}
+	for i := range want {
+		if i != offEngines && (i < offMAC || i >= offReserved3) && i < offCRC && want[i] != old[i] {
+			t.Fatalf("byte %d differs from header-copy.bin besides byte %d and the seals", i, offEngines)
+		}
+	}
+	if want[offEngines] != 3 {
+		t.Fatalf("byte %d is %d, want 3", offEngines, want[offEngines])
+	}
+}
+
+func mustMarshalGolden(t *testing.T, h *Header, macKey []byte) []byte {
+	b, err := h.Marshal(macKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // TestGoldenDigestTable pins the first block of a digest table: 128 entries,
 // each binding its window index to a plaintext digest.
 func TestGoldenDigestTable(t *testing.T) {
@@ -133,7 +177,7 @@ func TestFormatTables(t *testing.T) {
 	}{
 		{"## Header copy (4096 bytes)", []int{offMagic, offVersion, offSize, offReserved0, offSeq, offUUID,
 			offDeviceSize, offMetaOffset, offMetaSize, offDataSize, offOldOffset, offNewOffset, offWindow,
-			offMode, offState, offDirection, offReserved1, offDone, offLogOffset, offLogSize, offLogHead,
+			offMode, offState, offDirection, offEngines, offReserved1, offDone, offLogOffset, offLogSize, offLogHead,
 			offLogHeadSeq, offDigestOff, offDigestSize, offCreated, offUpdated, offOldMapping, offNewMapping,
 			offOldKCV, offNewKCV, offReserved2, offMAC, offReserved3, offCRC}},
 		{"### Mapping (72 bytes)", []int{mapCipher, mapKeyBytes, mapSectorSize, mapFlags, mapReserved, mapIVOffset}},

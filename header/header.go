@@ -46,7 +46,8 @@ const (
 	offMode       = 96
 	offState      = 97
 	offDirection  = 98
-	offReserved1  = 99 // 5 bytes
+	offEngines    = 99
+	offReserved1  = 100 // 4 bytes
 	offDone       = 104
 	offLogOffset  = 112
 	offLogSize    = 120
@@ -168,6 +169,7 @@ type Header struct {
 	Mode       Mode
 	State      State
 	Descending bool // windows are processed from the end (shift towards higher offsets)
+	Engines    Engines
 	Done       uint64
 	LogOffset  uint64 // log area, on the metadata device
 	LogSize    uint64
@@ -211,6 +213,7 @@ func (h *Header) Marshal(macKey []byte) ([]byte, error) {
 	if h.Descending {
 		b[offDirection] = 1
 	}
+	b[offEngines] = byte(h.Engines)
 	le.PutUint64(b[offDone:], h.Done)
 	le.PutUint64(b[offLogOffset:], h.LogOffset)
 	le.PutUint64(b[offLogSize:], h.LogSize)
@@ -310,6 +313,7 @@ func Unmarshal(b []byte) (*Header, error) {
 		Mode:       Mode(b[offMode]),
 		State:      State(b[offState]),
 		Descending: b[offDirection] == 1,
+		Engines:    Engines(b[offEngines]),
 		Done:       le.Uint64(b[offDone:]),
 		LogOffset:  le.Uint64(b[offLogOffset:]),
 		LogSize:    le.Uint64(b[offLogSize:]),
@@ -323,6 +327,9 @@ func Unmarshal(b []byte) (*Header, error) {
 	copy(h.UUID[:], b[offUUID:offDeviceSize])
 	if b[offDirection] > 1 {
 		return nil, fmt.Errorf("%w: direction byte %d", ErrCorrupt, b[offDirection])
+	}
+	if h.Engines&^knownEngines != 0 {
+		return nil, fmt.Errorf("%w: unknown crypto engine bits %#x", ErrCorrupt, b[offEngines])
 	}
 	var err error
 	if h.Old, err = getMapping(b[offOldMapping : offOldMapping+mappingSize]); err != nil {

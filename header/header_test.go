@@ -236,7 +236,9 @@ func TestReservedBytesRejected(t *testing.T) {
 	}
 	spans := []span{
 		{"after size", 12, 16, 1},
-		{"after direction", 99, 104, 1},
+		{"after engines", 100, 104, 1},
+		{"engines", 99, 100, 4},
+		{"engines high bit", 99, 100, 0x80},
 		{"body", 384, offMAC, 1},
 		{"after MAC", offMAC + 32, offCRC, 1},
 		{"old mapping pad", 176 + 60, 176 + 64, 1},

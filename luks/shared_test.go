@@ -65,21 +65,26 @@ func itoa(n uint64) string { return strconv.FormatUint(n, 10) }
 func TestSharedLUKS1Images(t *testing.T) {
 	dir := filepath.Join(unxz(t, "luks1-images.tar.xz"), "luks1-images")
 	key := filepath.Join(dir, "keyfile1")
-	ok := []string{"aes-xts-plain64-sha1", "aes-xts-plain64-sha256", "aes-xts-plain64-whirlpool", "aes-cbc-essiv-sha256-sha1"}
+	ok := []string{"aes-xts-plain64-sha1", "aes-xts-plain64-sha256", "aes-xts-plain64-whirlpool", "aes-cbc-essiv-sha256-sha1",
+		// cryptsetup wrote these keyslots and data with its own twofish:
+		// known answers for twofish-xts-plain64 from outside this project.
+		"twofish-xts-plain64-sha1", "twofish-xts-plain64-sha256", "twofish-xts-plain64-whirlpool"}
 	refused := map[string]string{
 		"aes-lrw-plain64-sha1":          `cipher "aes-lrw-plain64" is not supported`,
 		"aes-xts-essiv-wp256-whirlpool": `cipher "aes-xts-essiv:wp256" is not supported`,
 		"serpent-xts-plain64-sha1":      `cipher "serpent-xts-plain64" is not supported`,
 		"serpent-xts-plain64-sha256":    `cipher "serpent-xts-plain64" is not supported`,
 		"serpent-xts-plain64-whirlpool": `cipher "serpent-xts-plain64" is not supported`,
-		"twofish-xts-plain64-sha1":      `cipher "twofish-xts-plain64" is not supported`,
-		"twofish-xts-plain64-sha256":    `cipher "twofish-xts-plain64" is not supported`,
-		"twofish-xts-plain64-whirlpool": `cipher "twofish-xts-plain64" is not supported`,
 	}
 	for _, n := range ok {
 		t.Run(n, func(t *testing.T) {
 			im := image{path: filepath.Join(dir, "luks1_"+n+".img"), pass: key}
-			checkAgainstCryptsetup(t, im, []string{key})
+			// The host's cryptsetup runs a twofish keyslot through
+			// dm-crypt, which this host lacks; Unlock's digest check and
+			// the boot sector below stand for it.
+			if !strings.HasPrefix(n, "twofish-") {
+				checkAgainstCryptsetup(t, im, []string{key})
+			}
 			v, done := openFile(t, im.path)
 			defer done()
 			u, err := v.Unlock(readPass(t, key), AnySlot)

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"math/bits"
 	"sync"
+
+	"golang.org/x/crypto/twofish"
 )
 
 // Cipher transforms whole sectors in place. It is safe for concurrent use by
@@ -87,6 +89,14 @@ func newCBCEngine(key []byte) (sectorEngine, error) {
 	return newCBCGeneric(key)
 }
 
+// newBlock is the block cipher b under key.
+func newBlock(b blockCipher, key []byte) (cipher.Block, error) {
+	if b == blockTwofish {
+		return twofish.NewCipher(key)
+	}
+	return aes.NewCipher(key)
+}
+
 // New returns the Cipher for m after checking it with m.Validate. The key is
 // expanded into cipher state at once; m.Key is not retained.
 func New(m Mapping) (Cipher, error) {
@@ -108,11 +118,13 @@ func New(m Mapping) (Cipher, error) {
 		truncate: m.Spec.iv == ivPlain,
 	}
 	var err error
-	switch m.Spec.mode {
-	case modeXTS:
+	switch {
+	case m.Spec.block == blockTwofish:
+		c.eng, err = newTwofishEngine(m.Spec.mode, m.Key)
+	case m.Spec.mode == modeXTS:
 		half := len(m.Key) / 2
 		c.eng, err = newXTSEngine(m.Key[:half], m.Key[half:])
-	case modeCBC:
+	case m.Spec.mode == modeCBC:
 		c.eng, err = newCBCEngine(m.Key)
 	default:
 		return nil, fmt.Errorf("sectorcipher: unsupported spec %s", m.Spec)
@@ -121,8 +133,10 @@ func New(m Mapping) (Cipher, error) {
 		return nil, err
 	}
 	if m.Spec.iv == ivEssivSHA256 {
+		// The kernel's essiv template keys the IV cipher, the same block
+		// cipher as the data's, with the whole digest (crypto/essiv.c).
 		salt := sha256.Sum256(m.Key)
-		e, err := aes.NewCipher(salt[:])
+		e, err := newBlock(m.Spec.block, salt[:])
 		if err != nil {
 			return nil, fmt.Errorf("sectorcipher: ESSIV key: %w", err)
 		}

@@ -200,14 +200,21 @@ func TestParseSpec(t *testing.T) {
 		t.Errorf("SupportedSpecs lists %d specs, tests know %d", got, len(allSpecs))
 	}
 	aliases := map[string]string{
-		"aes":                        "aes-cbc-plain",
-		"aes-plain":                  "aes-cbc-plain",
-		"capi:xts(aes)-plain64":      "aes-xts-plain64",
-		"capi:xts(aes)-plain":        "aes-xts-plain",
-		"capi:cbc(aes)-essiv:sha256": "aes-cbc-essiv:sha256",
-		"capi:cbc(aes)-plain64":      "aes-cbc-plain64",
-		"capi:cbc(aes)-plain":        "aes-cbc-plain",
-		"cipher_null-ecb":            "none",
+		"aes":                            "aes-cbc-plain",
+		"aes-plain":                      "aes-cbc-plain",
+		"capi:xts(aes)-plain64":          "aes-xts-plain64",
+		"capi:xts(aes)-plain":            "aes-xts-plain",
+		"capi:cbc(aes)-essiv:sha256":     "aes-cbc-essiv:sha256",
+		"capi:cbc(aes)-plain64":          "aes-cbc-plain64",
+		"capi:cbc(aes)-plain":            "aes-cbc-plain",
+		"cipher_null-ecb":                "none",
+		"twofish":                        "twofish-cbc-plain",
+		"twofish-plain":                  "twofish-cbc-plain",
+		"capi:xts(twofish)-plain64":      "twofish-xts-plain64",
+		"capi:xts(twofish)-plain":        "twofish-xts-plain",
+		"capi:cbc(twofish)-essiv:sha256": "twofish-cbc-essiv:sha256",
+		"capi:cbc(twofish)-plain64":      "twofish-cbc-plain64",
+		"capi:cbc(twofish)-plain":        "twofish-cbc-plain",
 	}
 	for in, want := range aliases {
 		sp, err := ParseSpec(in)
@@ -215,7 +222,7 @@ func TestParseSpec(t *testing.T) {
 			t.Errorf("ParseSpec(%q) = %v, %v; want %s", in, sp, err, want)
 		}
 	}
-	for _, bad := range []string{"", "AES-XTS-PLAIN64", "aes-xts-essiv:sha256", "aes-cbc-essiv:sha1", "twofish-xts-plain64", "aes-xts-plain64 ", "aes-ecb", "none-none"} {
+	for _, bad := range []string{"", "AES-XTS-PLAIN64", "aes-xts-essiv:sha256", "aes-cbc-essiv:sha1", "serpent-xts-plain64", "Twofish-xts-plain64", "twofish-xts-essiv:sha256", "aes-xts-plain64 ", "aes-ecb", "none-none"} {
 		_, err := ParseSpec(bad)
 		if err == nil {
 			t.Errorf("ParseSpec(%q) accepted", bad)
@@ -239,6 +246,8 @@ func TestKeySizes(t *testing.T) {
 	want := map[string][]int{
 		"aes-xts-plain64": {32, 48, 64}, "aes-xts-plain": {32, 48, 64},
 		"aes-cbc-essiv:sha256": {16, 24, 32}, "aes-cbc-plain64": {16, 24, 32}, "aes-cbc-plain": {16, 24, 32},
+		"twofish-xts-plain64": {32, 48, 64}, "twofish-xts-plain": {32, 48, 64},
+		"twofish-cbc-essiv:sha256": {16, 24, 32}, "twofish-cbc-plain64": {16, 24, 32}, "twofish-cbc-plain": {16, 24, 32},
 		"none": {0},
 	}
 	for name, sizes := range want {

@@ -10,12 +10,16 @@
 //	aes-cbc-essiv:sha256  key 16/24/32 bytes
 //	aes-cbc-plain64       key 16/24/32 bytes
 //	aes-cbc-plain         key 16/24/32 bytes
+//	twofish-xts-plain64, twofish-xts-plain, twofish-cbc-essiv:sha256,
+//	twofish-cbc-plain64, twofish-cbc-plain
+//	                      the same with Twofish as the block cipher, same key sizes
 //	none                  no key: plaintext, the identity transform
 //
 // ParseSpec also accepts the spellings the kernel treats as equal to these
 // ("aes" and "aes-plain" mean aes-cbc-plain in the legacy format,
 // "capi:xts(aes)-plain64" and friends in the crypto-API format, and
-// "cipher_null-ecb" for none) and canonicalizes them.
+// "cipher_null-ecb" for none; "twofish", "twofish-plain" and
+// "capi:xts(twofish)-plain64" and friends likewise) and canonicalizes them.
 //
 // # IV rules (drivers/md/dm-crypt.c, Linux 6.1)
 //
@@ -33,8 +37,9 @@
 //     wraps after 2 TiB of 512-byte sectors; the kernel does exactly that).
 //   - essiv:sha256: the plain64 block, AES-encrypted under sha256(key). Since
 //     Linux 5.4 dm-crypt delegates this to the crypto API's essiv template,
-//     which hashes the whole data key and keys the ESSIV cipher with the full
-//     digest, so the ESSIV cipher is AES-256 whatever the data key size.
+//     which hashes the whole data key and keys the ESSIV cipher, the data's
+//     block cipher, with the full digest, so the ESSIV cipher is AES-256 (or
+//     Twofish-256) whatever the data key size.
 //   - XTS uses the IV block as its tweak input (encrypted under K2), which for
 //     plain64 is the IEEE 1619 data unit number in little-endian order.
 //
@@ -69,4 +74,8 @@
 // get the standard library's portable AES too. All of them produce the same
 // bytes, and the tests check each one this machine can run against the
 // others and against golang.org/x/crypto/xts and crypto/cipher.
+//
+// Twofish has no assembly engine: its specs run the pure-Go XTS and CBC
+// engines over golang.org/x/crypto/twofish, and testdata/kernel-golden.json
+// holds the kernel's own ciphertext for each of them.
 package sectorcipher

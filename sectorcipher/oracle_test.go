@@ -8,14 +8,18 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
+	"golang.org/x/crypto/twofish"
 	"golang.org/x/crypto/xts"
 )
 
 var allSpecs = []string{
 	"aes-xts-plain64", "aes-xts-plain",
 	"aes-cbc-essiv:sha256", "aes-cbc-plain64", "aes-cbc-plain",
+	"twofish-xts-plain64", "twofish-xts-plain",
+	"twofish-cbc-essiv:sha256", "twofish-cbc-plain64", "twofish-cbc-plain",
 	"none",
 }
 
@@ -31,7 +35,7 @@ func oracleIVSector(spec string, sector512, ivOffset uint64, sectorSize int, lar
 	if large {
 		v /= uint64(sectorSize / 512)
 	}
-	if spec == "aes-xts-plain" || spec == "aes-cbc-plain" {
+	if strings.HasSuffix(spec, "-plain") {
 		v = uint64(uint32(v))
 	}
 	return v
@@ -39,7 +43,8 @@ func oracleIVSector(spec string, sector512, ivOffset uint64, sectorSize int, lar
 
 // oracleEncrypt encrypts buf (starting at target sector sector512) the way
 // dm-crypt does, using only x/crypto/xts and crypto/cipher's CBC as
-// reference implementations of the modes.
+// reference implementations of the modes, over crypto/aes or
+// x/crypto/twofish as the spec names.
 func oracleEncrypt(t testing.TB, spec string, key, buf []byte, sector512, ivOffset uint64, sectorSize int, large bool) []byte {
 	t.Helper()
 	out := make([]byte, len(buf))
@@ -47,12 +52,16 @@ func oracleEncrypt(t testing.TB, spec string, key, buf []byte, sector512, ivOffs
 	if spec == "none" {
 		return out
 	}
+	newBlock := func(k []byte) (cipher.Block, error) { return aes.NewCipher(k) }
+	if strings.HasPrefix(spec, "twofish-") {
+		newBlock = func(k []byte) (cipher.Block, error) { return twofish.NewCipher(k) }
+	}
 	for off := 0; off < len(out); off += sectorSize {
 		sec := out[off : off+sectorSize]
 		ivs := oracleIVSector(spec, sector512+uint64(off/512), ivOffset, sectorSize, large)
-		switch spec {
-		case "aes-xts-plain64", "aes-xts-plain":
-			x, err := xts.NewCipher(aes.NewCipher, key)
+		switch {
+		case strings.Contains(spec, "-xts-"):
+			x, err := xts.NewCipher(newBlock, key)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -60,15 +69,15 @@ func oracleEncrypt(t testing.TB, spec string, key, buf []byte, sector512, ivOffs
 		default:
 			iv := make([]byte, 16)
 			binary.LittleEndian.PutUint64(iv, ivs)
-			if spec == "aes-cbc-essiv:sha256" {
+			if strings.HasSuffix(spec, "-essiv:sha256") {
 				salt := sha256.Sum256(key)
-				e, err := aes.NewCipher(salt[:])
+				e, err := newBlock(salt[:])
 				if err != nil {
 					t.Fatal(err)
 				}
 				e.Encrypt(iv, iv)
 			}
-			b, err := aes.NewCipher(key)
+			b, err := newBlock(key)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -16,6 +16,23 @@ const (
 	modeCBC
 )
 
+// blockCipher is the 128-bit block cipher under the chain mode. AES is the
+// zero value, so the specs written before there was a choice keep their
+// meaning.
+type blockCipher uint8
+
+const (
+	blockAES blockCipher = iota
+	blockTwofish
+)
+
+func (b blockCipher) String() string {
+	if b == blockTwofish {
+		return "twofish"
+	}
+	return "aes"
+}
+
 type ivMode uint8
 
 const (
@@ -29,8 +46,9 @@ const (
 // The zero Spec is invalid; obtain one from ParseSpec. Specs are comparable
 // with ==.
 type Spec struct {
-	mode chainMode
-	iv   ivMode
+	mode  chainMode
+	iv    ivMode
+	block blockCipher
 	// kernel is the verbatim spec of a kernel-only spec (kernelspec.go).
 	kernel string
 }
@@ -43,6 +61,11 @@ var canonical = []Spec{
 	{mode: modeCBC, iv: ivEssivSHA256},
 	{mode: modeCBC, iv: ivPlain64},
 	{mode: modeCBC, iv: ivPlain},
+	{mode: modeXTS, iv: ivPlain64, block: blockTwofish},
+	{mode: modeXTS, iv: ivPlain, block: blockTwofish},
+	{mode: modeCBC, iv: ivEssivSHA256, block: blockTwofish},
+	{mode: modeCBC, iv: ivPlain64, block: blockTwofish},
+	{mode: modeCBC, iv: ivPlain, block: blockTwofish},
 	{mode: modeNone, iv: ivNone},
 }
 
@@ -54,11 +77,18 @@ var aliases = map[string]Spec{
 	"aes":       {mode: modeCBC, iv: ivPlain},
 	"aes-plain": {mode: modeCBC, iv: ivPlain},
 	// Crypto-API format.
-	"capi:xts(aes)-plain64":      {mode: modeXTS, iv: ivPlain64},
-	"capi:xts(aes)-plain":        {mode: modeXTS, iv: ivPlain},
-	"capi:cbc(aes)-essiv:sha256": {mode: modeCBC, iv: ivEssivSHA256},
-	"capi:cbc(aes)-plain64":      {mode: modeCBC, iv: ivPlain64},
-	"capi:cbc(aes)-plain":        {mode: modeCBC, iv: ivPlain},
+	"capi:xts(aes)-plain64":          {mode: modeXTS, iv: ivPlain64},
+	"capi:xts(aes)-plain":            {mode: modeXTS, iv: ivPlain},
+	"capi:cbc(aes)-essiv:sha256":     {mode: modeCBC, iv: ivEssivSHA256},
+	"capi:cbc(aes)-plain64":          {mode: modeCBC, iv: ivPlain64},
+	"capi:cbc(aes)-plain":            {mode: modeCBC, iv: ivPlain},
+	"twofish":                        {mode: modeCBC, iv: ivPlain, block: blockTwofish},
+	"twofish-plain":                  {mode: modeCBC, iv: ivPlain, block: blockTwofish},
+	"capi:xts(twofish)-plain64":      {mode: modeXTS, iv: ivPlain64, block: blockTwofish},
+	"capi:xts(twofish)-plain":        {mode: modeXTS, iv: ivPlain, block: blockTwofish},
+	"capi:cbc(twofish)-essiv:sha256": {mode: modeCBC, iv: ivEssivSHA256, block: blockTwofish},
+	"capi:cbc(twofish)-plain64":      {mode: modeCBC, iv: ivPlain64, block: blockTwofish},
+	"capi:cbc(twofish)-plain":        {mode: modeCBC, iv: ivPlain, block: blockTwofish},
 	// cryptsetup's name for an unencrypted dm-crypt segment.
 	"cipher_null-ecb": {mode: modeNone, iv: ivNone},
 	"cipher_null":     {mode: modeNone, iv: ivNone},
@@ -98,9 +128,9 @@ func (s Spec) String() string {
 	case modeNone:
 		return "none"
 	case modeXTS:
-		mode = "aes-xts-"
+		mode = s.block.String() + "-xts-"
 	case modeCBC:
-		mode = "aes-cbc-"
+		mode = s.block.String() + "-cbc-"
 	default:
 		return "invalid"
 	}

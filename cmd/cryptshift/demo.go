@@ -78,7 +78,7 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer, dir string, size int
 			return err
 		},
 		Verify: func(ctx context.Context, img string, t engine.Target, oldKey, newKey []byte) error {
-			return runVerify(ctx, stdout, img, t, oldKey, newKey, fsck.Options{Data: true})
+			return runVerify(ctx, stdout, stderr, img, t, oldKey, newKey, fsck.Options{Data: true})
 		},
 	})
 }

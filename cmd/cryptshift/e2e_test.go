@@ -278,7 +278,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("status --json is not JSON: %v\n%s", err, r.stdout)
 	}
 	if st.State != "paused" || st.Mode != "journal" || st.WindowsDone != interruptAt || st.WindowsTotal != e2eWindows ||
-		st.BytesDone != interruptAt*e2eWindow || st.BytesTotal != e2eData || st.OpenWindow != nil {
+		st.BytesDone != interruptAt*e2eWindow || st.BytesTotal != e2eData || st.OpenWindow != nil || st.CryptoEngine != "userspace" {
 		t.Errorf("status after pause: %+v", st)
 	}
 	if !st.Metadata.OnDevice || st.Metadata.Offset != e2eData || st.Metadata.Size != e2eMeta || len(st.Copies) != 2 {
@@ -292,7 +292,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Error("status printed key material")
 	}
 	r = c.must(0, nil, "status", img)
-	if !strings.Contains(r.stdout, "paused: 3 of 8 windows") {
+	if !strings.Contains(r.stdout, "paused: 3 of 8 windows") || !strings.Contains(r.stdout, "\nCrypto:      userspace (") {
 		t.Errorf("text status:\n%s", r.stdout)
 	}
 

@@ -21,6 +21,7 @@ const (
 	exitPaused   = errclass.ExitPaused
 	exitDamaged  = errclass.ExitDamaged
 	exitRefused  = errclass.ExitRefused
+	exitNoCrypto = errclass.ExitNoCrypto
 )
 
 // exitCode returns the exit code for an error returned by a command: an

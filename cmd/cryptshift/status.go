@@ -61,17 +61,20 @@ func statusCommand() *cli.Command {
 // statusReport is the --json schema of status; scripts read it, so fields
 // are only ever added.
 type statusReport struct {
-	Device       string       `json:"device"`
-	UUID         string       `json:"uuid"`
-	State        string       `json:"state"`
-	Mode         string       `json:"mode"`
-	WindowsDone  uint64       `json:"windows_done"`
-	WindowsTotal uint64       `json:"windows_total"`
-	BytesDone    uint64       `json:"bytes_done"`
-	BytesTotal   uint64       `json:"bytes_total"`
-	WindowSize   uint64       `json:"window_size"`
-	OpenWindow   *uint64      `json:"open_window"` // null when no window is in flight
-	LogRecords   int          `json:"log_records"`
+	Device       string  `json:"device"`
+	UUID         string  `json:"uuid"`
+	State        string  `json:"state"`
+	Mode         string  `json:"mode"`
+	WindowsDone  uint64  `json:"windows_done"`
+	WindowsTotal uint64  `json:"windows_total"`
+	BytesDone    uint64  `json:"bytes_done"`
+	BytesTotal   uint64  `json:"bytes_total"`
+	WindowSize   uint64  `json:"window_size"`
+	OpenWindow   *uint64 `json:"open_window"` // null when no window is in flight
+	LogRecords   int     `json:"log_records"`
+	// CryptoEngine is "userspace", "kernel", "userspace and kernel" or
+	// "unknown" (a header from before cryptshift recorded it).
+	CryptoEngine string       `json:"crypto_engine"`
 	Old          sideReport   `json:"old"`
 	New          sideReport   `json:"new"`
 	Metadata     metaReport   `json:"metadata"`
@@ -120,7 +123,7 @@ func buildStatus(dev, metaPath string, st *engine.Status) statusReport {
 		Device: dev, UUID: hex.EncodeToString(h.UUID[:]), State: st.State.String(), Mode: h.Mode.String(),
 		WindowsDone: st.Done, WindowsTotal: st.Total,
 		BytesDone: h.ConvertedBytes(st.Done), BytesTotal: h.DataSize,
-		WindowSize: h.Window, OpenWindow: st.Open, LogRecords: st.Records,
+		WindowSize: h.Window, OpenWindow: st.Open, LogRecords: st.Records, CryptoEngine: h.Engines.String(),
 		Old: side(h.Old, h.OldOffset), New: side(h.New, h.NewOffset),
 		Metadata: metaReport{Path: dev, OnDevice: metaPath == "", Offset: h.MetaOffset, Size: h.MetaSize,
 			DigestOffset: h.DigestOff, LogOffset: h.LogOffset, LogSize: h.LogSize},
@@ -156,6 +159,7 @@ func printStatus(w io.Writer, r statusReport) {
 	if r.OpenWindow != nil {
 		fmt.Fprintf(w, "In flight:   window %d (needs recovery)\n", *r.OpenWindow)
 	}
+	fmt.Fprintf(w, "Crypto:      %s\n", cryptoEngineText(r.CryptoEngine))
 	for _, s := range []struct {
 		name string
 		sr   sideReport
@@ -187,4 +191,17 @@ func printStatus(w io.Writer, r statusReport) {
 		fmt.Fprintf(w, "Header %d:    %s\n", c.Slot, c.Status)
 	}
 	fmt.Fprintf(w, "Next:        %s\n", r.Next)
+}
+
+// cryptoEngineText says in words what ran the conversion's ciphers.
+func cryptoEngineText(e string) string {
+	switch e {
+	case "userspace":
+		return "userspace (cryptshift's own ciphers)"
+	case "kernel":
+		return "kernel (the kernel's dm-crypt, --crypto kernel or a spec without a userspace cipher)"
+	case "userspace and kernel":
+		return "userspace and kernel (the sides, or the runs, used different engines)"
+	}
+	return "unknown (the header is from a cryptshift that did not record it)"
 }

@@ -34,7 +34,7 @@ func verifyCommand() *cli.Command {
 			}
 			if sig := luksVolume(dev); sig != nil {
 				return verifyLUKS(c, dev, sig, func(t engine.Target, oldKey, newKey []byte) error {
-					return runVerify(c.Context, c.App.Writer, dev, t, oldKey, newKey, fsck.Options{Data: c.Bool("data")})
+					return runVerify(c.Context, c.App.Writer, c.App.ErrWriter, dev, t, oldKey, newKey, fsck.Options{Data: c.Bool("data")})
 				})
 			}
 			if c.IsSet("key-file") {
@@ -79,15 +79,23 @@ func verifyCommand() *cli.Command {
 			if err := checkKeysGiven("verify", t, oldKey, newKey); err != nil {
 				return err
 			}
-			return runVerify(c.Context, c.App.Writer, dev, t, oldKey, newKey, o)
+			return runVerify(c.Context, c.App.Writer, c.App.ErrWriter, dev, t, oldKey, newKey, o)
 		},
 	}
 }
 
 // runVerify audits t and prints the report; findings worse than
-// information make it return an ErrDamaged error.
-func runVerify(ctx context.Context, out io.Writer, dev string, t engine.Target, oldKey, newKey []byte, o fsck.Options) error {
+// information make it return an ErrDamaged error. --data of a spec without
+// a userspace cipher runs it in the kernel's dm-crypt (as --crypto auto
+// does), saying so on errw; where the kernel cannot, it fails with
+// errclass.NoCrypto.
+func runVerify(ctx context.Context, out, errw io.Writer, dev string, t engine.Target, oldKey, newKey []byte, o fsck.Options) error {
 	data := o.Data
+	if data && o.Ciphers == nil {
+		k := cipherMaker(cryptoAuto, errw)
+		defer closeCiphers(k, errw)
+		o.Ciphers = maker(k)
+	}
 	rep, err := fsck.Audit(ctx, t, oldKey, newKey, o)
 	if err != nil {
 		return fmt.Errorf("verify %s: %w", dev, explainLUKS(dev, err))

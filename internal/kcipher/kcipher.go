@@ -1,6 +1,6 @@
 // Package kcipher runs a dm-crypt mapping's sector transform in the kernel,
 // as a sectorcipher.Cipher: for the specs cryptshift has no userspace cipher
-// for (serpent, twofish, Adiantum, essiv on XTS, benbi, lmk, tcw, capi:
+// for (serpent, camellia, Adiantum, essiv on XTS, benbi, lmk, tcw, capi:
 // specs, ...), and for --crypto kernel. A private dm-crypt device with the
 // mapping sits on a loop device over sparse memory (internal/loopdev) that
 // spans the data area: sector s of the device gets the IV a table of the
