@@ -38,6 +38,9 @@ func convertAction(c *cli.Context, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if c.Bool("decrypt") {
+		return convertDecrypt(c, stderr, dev)
+	}
 	if sig := detectLUKS(dev); sig != nil {
 		return convertLUKS(c, stderr, dev, sig)
 	}
