@@ -532,3 +532,55 @@ func IsDecryptMeta(meta blockdev.Device) bool {
 	tr, _, err := readDecryptStash(meta)
 	return err == nil && tr != nil
 }
+
+// DecryptOpened is a decryption opened for verify: while the data move
+// (Moving), the engine's target and the old key; afterwards only the stage,
+// since the head's write overwrites the keyslots, and the stash was found
+// whole (it hashes to its trailer's value).
+type DecryptOpened struct {
+	Stage  string
+	Moving bool
+	Target Target
+	OldKey []byte
+	u      *luks.Unlocked
+}
+
+// Close wipes the key.
+func (o *DecryptOpened) Close() {
+	if o.u != nil {
+		o.u.Wipe()
+	}
+}
+
+// OpenDecryptLUKS2 opens the decryption recorded on meta with a passphrase.
+func OpenDecryptLUKS2(dev, meta blockdev.Device, passes [][]byte) (*DecryptOpened, error) {
+	tr, stash, err := readDecryptStash(meta)
+	if err != nil {
+		return nil, err
+	}
+	if tr == nil {
+		return nil, fmt.Errorf("%w: --metadata records no cryptshift decryption", errclass.Header)
+	}
+	l, err := splitDecryptMeta(meta, tr.dataOff)
+	if err != nil {
+		return nil, err
+	}
+	stage, _, err := stageOf(dev, l, tr, stash)
+	if err != nil {
+		return nil, err
+	}
+	o := &DecryptOpened{Stage: stage.String()}
+	if stage != stageMoving {
+		return o, nil
+	}
+	v, _, err := openDecryptLUKS(dev)
+	if err != nil {
+		return nil, err
+	}
+	u, _, err := unlockDecrypt(v, passes)
+	if err != nil {
+		return nil, err
+	}
+	o.u, o.Moving, o.Target, o.OldKey = u, true, Target{Data: dev, Meta: l.engine}, u.Key.Bytes()
+	return o, nil
+}

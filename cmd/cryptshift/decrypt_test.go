@@ -99,6 +99,8 @@ func TestDecryptCLI(t *testing.T) {
 	if !strings.Contains(r.stdout, "moving the data") || !strings.Contains(r.stdout, "2 of 7 moved") {
 		t.Errorf("status mid-way:\n%s", r.stdout)
 	}
+	c.must(0, nil, "verify", "--data", "--metadata", meta, "--key-file", im.Passes[0], im.Path)
+	c.must(3, nil, "verify", "--data", "--metadata", meta, "--key-file", wrong, im.Path)
 	r = c.must(0, nil, "recover", "--metadata", meta, "--key-file", im.Passes[0], im.Path)
 	if !strings.Contains(r.stdout, "paused") {
 		t.Errorf("recover: %s", r.stdout)

@@ -145,3 +145,30 @@ func statusDecrypt(c *cli.Context, dev string) error {
 	fmt.Fprintf(w, "Next:        run `cryptshift convert --decrypt --metadata %s --key-file PASSFILE %s` (or recover) to go on\n", c.String("metadata"), dev)
 	return nil
 }
+
+// verifyDecrypt audits a decryption recorded on --metadata: while the data
+// move, as verify does any conversion (with the LUKS2 passphrase).
+func verifyDecrypt(c *cli.Context, dev string, run func(t engine.Target, oldKey, newKey []byte) error) error {
+	if c.String("online") != "" || c.Bool("repair") || c.IsSet("old-key-file") || c.IsSet("new-key-file") {
+		return usageErr("a decryption is verified with --metadata and --key-file only (no --online, --repair)")
+	}
+	passes, err := readPassFiles(c)
+	if err != nil {
+		return err
+	}
+	t, cleanup, err := openTarget(dev, c.String("metadata"), 0, blockdev.Options{Exclusive: true, ReadOnly: true})
+	if err != nil {
+		return err
+	}
+	defer cleanup(false)
+	o, err := engine.OpenDecryptLUKS2(t.Data, t.Meta, passes)
+	if err != nil {
+		return fmt.Errorf("verify %s: %w", dev, err)
+	}
+	defer o.Close()
+	if !o.Moving {
+		fmt.Fprintf(c.App.Writer, "%s: decryption %s; the stashed head on --metadata is whole (run recover or convert --decrypt to finish)\n", dev, o.Stage)
+		return nil
+	}
+	return run(o.Target, o.OldKey, nil)
+}
