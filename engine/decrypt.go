@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"github.com/cryptshift/cryptshift/blockdev"
@@ -143,13 +144,22 @@ func ConvertDecryptLUKS2(ctx context.Context, dev blockdev.Device, req DecryptRe
 
 // openDecryptLUKS reads the LUKS2 header of a volume to decrypt and says
 // whether it carries cryptshift's requirement.
+//
+// A LUKS1 volume carries cryptshift's LUKS1 mark instead (luks.MarkLUKS1:
+// the magic LUKS\xde\xad and a tag), which hides it from stock tools.
 func openDecryptLUKS(dev blockdev.Device) (*luks.Volume, bool, error) {
 	v, err := luks.Open(dev, dev.Size())
+	if errors.Is(err, luks.ErrInConversion) {
+		if v, err = luks.OpenMarked(dev, dev.Size()); err != nil {
+			return nil, false, err
+		}
+		return v, true, nil
+	}
 	if err != nil {
 		return nil, false, err
 	}
 	if v.V2 == nil {
-		return nil, false, fmt.Errorf("%w: LUKS1 volumes are not decrypted by cryptshift yet (LUKS2 only)", errclass.Device)
+		return v, false, nil
 	}
 	required := false
 	for _, r := range v.Requirements() {
@@ -214,7 +224,7 @@ func startDecrypt(ctx context.Context, dev blockdev.Device, req DecryptRequest, 
 	if required {
 		return nil, fmt.Errorf("%w: the LUKS2 header carries %s but --metadata holds no decryption of it: give the --metadata PATH the decryption was started with", errclass.Header, LUKSRequirement)
 	}
-	if len(v.V2.Meta.Segments) != 1 {
+	if v.V2 != nil && len(v.V2.Meta.Segments) != 1 {
 		return nil, fmt.Errorf("%w: the LUKS2 header has %d segments; cryptshift decrypts a volume with one", errclass.Device, len(v.V2.Meta.Segments))
 	}
 	u, m, err := unlockDecrypt(v, req.Passphrases)
@@ -240,12 +250,14 @@ func startDecrypt(ctx context.Context, dev blockdev.Device, req DecryptRequest, 
 		return nil, fmt.Errorf("%w: --metadata holds data that is no decryption of this volume: give an empty (all-zero) file or device", errclass.Device)
 	}
 	cfg := decryptConfig(m, u.Key.Bytes(), req.Window)
-	draft, err := v.Draft()
-	if err != nil {
-		return nil, err
-	}
-	if err := draft.SetRequirement(LUKSRequirement, true); err != nil {
-		return nil, err
+	var draft *luks.Draft2
+	if v.V2 != nil {
+		if draft, err = v.Draft(); err != nil {
+			return nil, err
+		}
+		if err := draft.SetRequirement(LUKSRequirement, true); err != nil {
+			return nil, err
+		}
 	}
 	if req.Notify != nil {
 		req.Notify(fmt.Sprintf("the plaintext moves %d bytes to byte 0; until it is done, stock cryptsetup refuses to open the volume (requirement %s), and the first %d bytes of plaintext wait on --metadata", d, LUKSRequirement, d))
@@ -282,6 +294,12 @@ func startDecrypt(ctx context.Context, dev blockdev.Device, req DecryptRequest, 
 	o.beforeRun = func(resumed bool) error {
 		// The conversion's header is durable on --metadata; the mark comes
 		// before the first window overwrites ciphertext the header maps.
+		if draft == nil {
+			if err := luks.MarkLUKS1(pointDev{dev, &o, FlushDecryptStartCommit}); err != nil {
+				return fmt.Errorf("LUKS1 mark: %w", err)
+			}
+			return nil
+		}
 		if err := luks.CommitLUKS2(pointDev{dev, &o, FlushDecryptStartCommit}, draft); err != nil {
 			return fmt.Errorf("LUKS2 start commit: %w", err)
 		}

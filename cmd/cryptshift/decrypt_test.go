@@ -183,3 +183,47 @@ func firstDiffBytes(a, b []byte) int {
 	}
 	return min(len(a), len(b))
 }
+
+// TestDecryptCLILUKS1 decrypts a LUKS1 volume made by stock cryptsetup
+// holding an ext4: mid-way the LUKS1 mark hides it from cryptsetup and
+// blkid; at the end the filesystem is at byte 0, blkid says ext4 and
+// e2fsck finds it clean.
+func TestDecryptCLILUKS1(t *testing.T) {
+	c := buildCLI(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "luks1.img")
+	const d = 4096 * 512
+	if err := os.WriteFile(img, make([]byte, d+6<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pass := c.file("pass", []byte("luks1 passphrase"))
+	if out, err := testkit.Cryptsetup(append([]string{"luksFormat", "--batch-mode", "--type", "luks1", "--key-size", "512", img, pass}, testkit.CheapPBKDF2...)...); err != nil {
+		t.Fatalf("luksFormat: %v %s", err, out)
+	}
+	plain := ext4Image(t, dir, 6<<20)
+	encryptInto(t, img, pass, plain)
+	meta := filepath.Join(dir, "meta")
+	conv := []string{"convert", "--decrypt", "--window", "1M", "--progress", "none", "--key-file", pass, "--metadata", meta, img}
+	c.must(8, []string{hookInterruptAfter + "=1"}, conv...)
+	if out, err := testkit.Cryptsetup("isLuks", img); err == nil {
+		t.Errorf("mid-way, cryptsetup isLuks says LUKS (the LUKS1 mark must hide it): %s", out)
+	}
+	r := c.must(0, nil, "status", "--metadata", meta, img)
+	if !strings.Contains(r.stdout, "moving the data") {
+		t.Errorf("status mid-way:\n%s", r.stdout)
+	}
+	c.must(0, nil, conv...)
+	got, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got[:len(plain)], plain) {
+		t.Fatalf("the decrypted device differs from the filesystem at byte %d", firstDiffBytes(got, plain))
+	}
+	if out, err := exec.Command("blkid", "-p", "-o", "value", "-s", "TYPE", img).CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "ext4" {
+		t.Errorf("blkid -p: %q %v, want ext4", out, err)
+	}
+	if out, err := exec.Command("e2fsck", "-fn", img).CombinedOutput(); err != nil {
+		t.Errorf("e2fsck -fn: %v\n%s", err, out)
+	}
+}

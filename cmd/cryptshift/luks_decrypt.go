@@ -16,7 +16,7 @@ import (
 const decryptMetaCreate = 64<<20 + 4096
 
 func decryptFlag() cli.Flag {
-	return &cli.BoolFlag{Name: "decrypt", Usage: "LUKS2: decrypt DEVICE in place: the plaintext ends at byte 0 and the LUKS header is gone (needs --metadata PATH and --key-file)"}
+	return &cli.BoolFlag{Name: "decrypt", Usage: "LUKS2, LUKS1: decrypt DEVICE in place: the plaintext ends at byte 0 and the LUKS header is gone (needs --metadata PATH and --key-file)"}
 }
 
 // decryptConflicts are convert's flags that --decrypt leaves no room for.
@@ -54,8 +54,8 @@ func convertDecrypt(c *cli.Context, stderr io.Writer, dev string) error {
 		if sig == nil {
 			return fmt.Errorf("%w: %s has no LUKS header, and --metadata records no decryption of it: there is nothing to decrypt", errclass.Device, dev)
 		}
-		if sig.Version != 2 || sig.Reencrypting || sig.InConversion {
-			return fmt.Errorf("%w: %s is a %s: cryptshift decrypts LUKS2 volumes only so far", errclass.Device, dev, sig)
+		if sig.Version != 1 && sig.Version != 2 || sig.Reencrypting || sig.InConversion {
+			return fmt.Errorf("%w: %s is a %s: cryptshift decrypts LUKS1 and LUKS2 volumes that no other conversion is under way on", errclass.Device, dev, sig)
 		}
 	}
 	passes, err := readPassFiles(c)
