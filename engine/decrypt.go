@@ -262,8 +262,7 @@ func startDecrypt(ctx context.Context, dev blockdev.Device, req DecryptRequest, 
 	if req.Notify != nil {
 		req.Notify(fmt.Sprintf("the plaintext moves %d bytes to byte 0; until it is done, stock cryptsetup refuses to open the volume (requirement %s), and the first %d bytes of plaintext wait on --metadata", d, LUKSRequirement, d))
 	}
-	// Zero what an abandoned start left, then the stash and its trailer;
-	// decrypt-stash makes them durable before the engine's first header.
+	// Zero what an abandoned start left, then the stash and its trailer.
 	if err := zeroDevice(req.Meta); err != nil {
 		return nil, err
 	}
@@ -279,17 +278,15 @@ func startDecrypt(ctx context.Context, dev blockdev.Device, req DecryptRequest, 
 	if _, err := l.stash.WriteAt(head, 0); err != nil {
 		return nil, errclass.IOf("write the stashed head", err)
 	}
-	// The stash is durable before its trailer says it is whole.
-	if err := (pointDev{req.Meta, &opts, FlushDecryptStash}).Flush(); err != nil {
-		return nil, err
-	}
 	tr := decryptTrailer{dataOff: d, dataSize: n, stashHash: sha256.Sum256(head)}
 	copy(tr.uuid[:], v.UUID)
 	if _, err := l.trailer.WriteAt(tr.encode(), 0); err != nil {
 		return nil, errclass.IOf("write the decryption record", err)
 	}
-	// No flush of its own: the engine's first flush (create-digest-table)
-	// is of this device and precedes the mark, the first write to DEVICE.
+	// No flush of their own: the engine's first flush (create-digest-table)
+	// is of this device and precedes the mark, the first write to DEVICE;
+	// a trailer that reached the medium before its stash is recognised as
+	// an abandoned start (stageOf: DEVICE's header has no mark).
 	o := opts
 	o.beforeRun = func(resumed bool) error {
 		// The conversion's header is durable on --metadata; the mark comes

@@ -29,7 +29,6 @@ const (
 	FlushLUKSFinalCommit     FlushPoint = "luks-final-commit"
 	FlushLUKSKeyslotWipe     FlushPoint = "luks-keyslot-wipe"
 	FlushLUKSEndCommit       FlushPoint = "luks-end-commit"
-	FlushDecryptStash        FlushPoint = "decrypt-stash"
 	FlushDecryptStartCommit  FlushPoint = "decrypt-start-commit"
 	FlushDecryptHead         FlushPoint = "decrypt-head"
 	FlushDecryptStashWipe    FlushPoint = "decrypt-stash-wipe"
@@ -45,7 +44,7 @@ func FlushPoints() []FlushPoint {
 		FlushOnlineCommit, FlushRecoverJournalData, FlushRecoverChecksumData,
 		FlushAcceptDamage, FlushAcceptIdentity,
 		FlushLUKSKeyslotMaterial, FlushLUKSStartCommit, FlushLUKSFinalCommit, FlushLUKSKeyslotWipe, FlushLUKSEndCommit,
-		FlushDecryptStash, FlushDecryptStartCommit, FlushDecryptHead, FlushDecryptStashWipe, FlushDecryptRecordWipe}
+		FlushDecryptStartCommit, FlushDecryptHead, FlushDecryptStashWipe, FlushDecryptRecordWipe}
 }
 
 // Meta is the flush of the metadata device that follows data flush point p
