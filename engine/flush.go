@@ -29,6 +29,10 @@ const (
 	FlushLUKSFinalCommit     FlushPoint = "luks-final-commit"
 	FlushLUKSKeyslotWipe     FlushPoint = "luks-keyslot-wipe"
 	FlushLUKSEndCommit       FlushPoint = "luks-end-commit"
+	FlushDecryptStartCommit  FlushPoint = "decrypt-start-commit"
+	FlushDecryptHead         FlushPoint = "decrypt-head"
+	FlushDecryptStashWipe    FlushPoint = "decrypt-stash-wipe"
+	FlushDecryptRecordWipe   FlushPoint = "decrypt-record-wipe"
 )
 
 // FlushPoints lists every flush point, in the order of the design's table.
@@ -39,7 +43,8 @@ func FlushPoints() []FlushPoint {
 		FlushChecksumRecord, FlushChecksumData, FlushWindowData, FlushProgressRecord,
 		FlushOnlineCommit, FlushRecoverJournalData, FlushRecoverChecksumData,
 		FlushAcceptDamage, FlushAcceptIdentity,
-		FlushLUKSKeyslotMaterial, FlushLUKSStartCommit, FlushLUKSFinalCommit, FlushLUKSKeyslotWipe, FlushLUKSEndCommit}
+		FlushLUKSKeyslotMaterial, FlushLUKSStartCommit, FlushLUKSFinalCommit, FlushLUKSKeyslotWipe, FlushLUKSEndCommit,
+		FlushDecryptStartCommit, FlushDecryptHead, FlushDecryptStashWipe, FlushDecryptRecordWipe}
 }
 
 // Meta is the flush of the metadata device that follows data flush point p

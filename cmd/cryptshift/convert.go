@@ -38,6 +38,11 @@ func convertAction(c *cli.Context, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if c.Bool("decrypt") || decryptRecorded(c.String("metadata")) {
+		// A decryption recorded on --metadata resumes with or without
+		// --decrypt repeated.
+		return convertDecrypt(c, stderr, dev)
+	}
 	if sig := detectLUKS(dev); sig != nil {
 		return convertLUKS(c, stderr, dev, sig)
 	}

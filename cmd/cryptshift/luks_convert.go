@@ -28,6 +28,7 @@ func luksConvertFlags() []cli.Flag {
 		passFileFlag(),
 		&cli.IntFlag{Name: "key-slot", Usage: "LUKS2: carry over only keyslot `N` (the other keyslots are erased at the end)"},
 		&cli.IntFlag{Name: "new-key-size", Usage: "LUKS2: new volume key size in `BITS` (default: the old key's)"},
+		decryptFlag(),
 	}
 }
 

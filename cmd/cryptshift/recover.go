@@ -61,6 +61,9 @@ func recoverCommand(stderr io.Writer) *cli.Command {
 			if err != nil {
 				return err
 			}
+			if decryptRecorded(c.String("metadata")) {
+				return recoverDecrypt(c, dev)
+			}
 			if sig := luksVolume(dev); sig != nil {
 				return recoverLUKS(c, dev, sig)
 			}

@@ -28,6 +28,9 @@ func statusCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			if decryptRecorded(c.String("metadata")) {
+				return statusDecrypt(c, dev)
+			}
 			if luksVolume(dev) != nil {
 				return statusLUKS(c, dev)
 			}

@@ -32,6 +32,11 @@ func verifyCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			if decryptRecorded(c.String("metadata")) {
+				return verifyDecrypt(c, dev, func(t engine.Target, oldKey, newKey []byte) error {
+					return runVerify(c.Context, c.App.Writer, c.App.ErrWriter, dev, t, oldKey, newKey, fsck.Options{Data: c.Bool("data")})
+				})
+			}
 			if sig := luksVolume(dev); sig != nil {
 				return verifyLUKS(c, dev, sig, func(t engine.Target, oldKey, newKey []byte) error {
 					return runVerify(c.Context, c.App.Writer, c.App.ErrWriter, dev, t, oldKey, newKey, fsck.Options{Data: c.Bool("data")})

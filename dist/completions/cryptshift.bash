@@ -16,7 +16,7 @@ _cryptshift() {
 		--old-cipher|--old-sector-size|--old-iv-offset|--new-cipher|--new-sector-size|--new-iv-offset|--data-offset|--data-size|--metadata-size|--resilience|--window|--shift|--progress|--progress-interval|--key-file|--key-slot|--new-key-size|--online|--crypto|--new-like) COMPREPLY=(); return ;;
 		esac
 		case $cur in
-		-*) COMPREPLY=($(compgen -W '--old-cipher --old-sector-size --old-iv-offset --old-iv-large-sectors --new-cipher --new-sector-size --new-iv-offset --new-iv-large-sectors --old-key-file --new-key-file --data-offset --data-size --metadata --metadata-size --resilience --window --shift --force --progress --progress-interval --key-file --key-slot --new-key-size --online --crypto --new-like --metrics-file --help -h' -- "$cur")) ;;
+		-*) COMPREPLY=($(compgen -W '--old-cipher --old-sector-size --old-iv-offset --old-iv-large-sectors --new-cipher --new-sector-size --new-iv-offset --new-iv-large-sectors --old-key-file --new-key-file --data-offset --data-size --metadata --metadata-size --resilience --window --shift --force --progress --progress-interval --key-file --key-slot --new-key-size --decrypt --online --crypto --new-like --metrics-file --help -h' -- "$cur")) ;;
 		*) COMPREPLY=($(compgen -f -- "$cur")) ;;
 		esac
 		;;

@@ -32,6 +32,7 @@ complete -c cryptshift -n '__fish_seen_subcommand_from convert' -l progress-inte
 complete -c cryptshift -n '__fish_seen_subcommand_from convert' -l key-file -x -d 'LUKS2: PASSFILE whose bytes are a keyslot\'s passphrase, as cryptsetup --key-file reads it; repeat once per keyslot to carry over'
 complete -c cryptshift -n '__fish_seen_subcommand_from convert' -l key-slot -x -d 'LUKS2: carry over only keyslot N (the other keyslots are erased at the end)'
 complete -c cryptshift -n '__fish_seen_subcommand_from convert' -l new-key-size -x -d 'LUKS2: new volume key size in BITS (default: the old key\'s)'
+complete -c cryptshift -n '__fish_seen_subcommand_from convert' -l decrypt -d 'LUKS2, LUKS1: decrypt DEVICE in place: the plaintext ends at byte 0 and the LUKS header is gone (needs --metadata PATH and --key-file)'
 complete -c cryptshift -n '__fish_seen_subcommand_from convert' -l online -x -d 'convert while device-mapper device NAME serves DEVICE\'s data (and may be mounted); its live table gives the old mapping'
 complete -c cryptshift -n '__fish_seen_subcommand_from convert' -l crypto -x -d 'ENGINE that encrypts and decrypts: auto (userspace where cryptshift has the cipher, the kernel otherwise), userspace (cryptshift\'s own ciphers) or kernel (the kernel\'s dm-crypt through private devices, for any spec it accepts)'
 complete -c cryptshift -n '__fish_seen_subcommand_from convert' -l new-like -x -d 'with --online: take the new mapping from the live table of device-mapper device DEST over DEVICE; DEST is removed at the end'

@@ -83,7 +83,23 @@ for k in 0 1; do
 done
 echo "UUID $(cryptsetup luksUUID %[1]s)"
 echo "VK1 $(%[3]s)"
-`, dev, conv, vk)
+truncate -s 8M /tmp/dmeta
+rc=0; CRYPTSHIFT_TEST_INTERRUPT_AFTER=2 %[4]s > /tmp/dec1 2>&1 || rc=$?
+echo "DEC1 $rc"
+rc=0; cryptsetup open --key-file /etc/vm/cp0 %[1]s lcx > /tmp/mid 2>&1 || rc=$?
+echo "DECMID $rc $(tr '\n' ' ' < /tmp/mid)"
+rc=0; %[4]s > /tmp/dec2 2>&1 || rc=$?
+echo "DEC2 $rc $(tr '\n' ' ' < /tmp/dec2)"
+rc=0; cryptsetup isLuks %[1]s || rc=$?
+echo "DECISLUKS $rc"
+echo "DECBLKID $(blkid -p -o value -s TYPE %[1]s)"
+rc=0; e2fsck -fn %[1]s > /tmp/fsck 2>&1 || rc=$?
+echo "DECFSCK $rc"
+mount -o ro %[1]s /mnt/lc
+rc=0; (cd /mnt/lc && sha256sum -c /tmp/sums) > /tmp/sumc 2>&1 || rc=$?
+echo "DECSUMS $rc"
+umount /mnt/lc
+`, dev, conv, vk, "cryptshift convert --decrypt --key-file /etc/vm/cp1 --metadata /tmp/dmeta --window 1M --progress none "+dev)
 	return c
 }
 
@@ -115,6 +131,29 @@ func (c *luksConversion) check(t *testing.T, res *Result) {
 	}
 	if v := get("UUID"); v != c.uuid {
 		t.Errorf("UUID after the conversion %q, was %q", v, c.uuid)
+	}
+	// Then decrypted in place (the second passphrase opens the new key):
+	// interrupted, refused by stock cryptsetup mid-way, resumed; the
+	// partition then mounts directly with the files intact.
+	if v := get("DEC1"); v != "8" {
+		t.Errorf("interrupted convert --decrypt exited %s, want 8 (paused)", v)
+	}
+	if v := get("DECMID"); strings.HasPrefix(v, "0") || !strings.Contains(v, "Unmet LUKS2 requirements detected") {
+		t.Errorf("stock cryptsetup open mid-decryption: %s", v)
+	}
+	if v := get("DEC2"); !strings.HasPrefix(v, "0 ") {
+		t.Errorf("resumed convert --decrypt: %s", v)
+	}
+	if v := get("DECISLUKS"); v == "0" {
+		t.Errorf("cryptsetup isLuks says LUKS after the decryption")
+	}
+	if v := get("DECBLKID"); v != "ext4" {
+		t.Errorf("blkid -p after the decryption: %q, want ext4", v)
+	}
+	for _, tag := range []string{"DECFSCK", "DECSUMS"} {
+		if v := get(tag); v != "0" {
+			t.Errorf("%s: %s (want 0)", tag, v)
+		}
 	}
 	vk0, vk1 := get("VK0"), get("VK1")
 	if !strings.HasPrefix(vk0, "MKdump:") || len(vk0) < 64 || vk0 == vk1 || !strings.HasPrefix(vk1, "MKdump:") {
