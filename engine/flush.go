@@ -29,6 +29,10 @@ const (
 	FlushLUKSFinalCommit     FlushPoint = "luks-final-commit"
 	FlushLUKSKeyslotWipe     FlushPoint = "luks-keyslot-wipe"
 	FlushLUKSEndCommit       FlushPoint = "luks-end-commit"
+	FlushLUKS1Mark           FlushPoint = "luks1-mark"
+	FlushLUKS1StartCommit    FlushPoint = "luks1-start-commit"
+	FlushLUKS1FinalSwitch    FlushPoint = "luks1-final-switch"
+	FlushLUKS1EndCommit      FlushPoint = "luks1-end-commit"
 )
 
 // FlushPoints lists every flush point, in the order of the design's table.
@@ -39,7 +43,8 @@ func FlushPoints() []FlushPoint {
 		FlushChecksumRecord, FlushChecksumData, FlushWindowData, FlushProgressRecord,
 		FlushOnlineCommit, FlushRecoverJournalData, FlushRecoverChecksumData,
 		FlushAcceptDamage, FlushAcceptIdentity,
-		FlushLUKSKeyslotMaterial, FlushLUKSStartCommit, FlushLUKSFinalCommit, FlushLUKSKeyslotWipe, FlushLUKSEndCommit}
+		FlushLUKSKeyslotMaterial, FlushLUKSStartCommit, FlushLUKSFinalCommit, FlushLUKSKeyslotWipe, FlushLUKSEndCommit,
+		FlushLUKS1Mark, FlushLUKS1StartCommit, FlushLUKS1FinalSwitch, FlushLUKS1EndCommit}
 }
 
 // Meta is the flush of the metadata device that follows data flush point p
