@@ -278,6 +278,11 @@ func startLUKS1(ctx context.Context, dev blockdev.Device, st *luks1State, req LU
 	} else {
 		cfg.DataSize, cfg.MetaSize = req.DataSize, req.MetaSize
 	}
+	if st.marked {
+		if err := noProgress(t); err != nil {
+			return nil, err
+		}
+	}
 	if err := dropAbandoned(t, oldU.Key.Bytes()); err != nil {
 		return nil, err
 	}
@@ -359,6 +364,30 @@ func dropAbandoned(t Target, oldKey []byte) error {
 	return zeroDevice(r)
 }
 
+// noProgress refuses to treat a marked LUKS1 volume without a conversion
+// record as a start that never committed when the metadata beside it
+// records converted windows of this volume's current key (the header
+// read without keys: it can only refuse). The protocol never removes the
+// record before the switch, so this is a damaged or edited header, and
+// unmarking it would let stock cryptsetup map converted data with the
+// old key.
+func noProgress(t Target) error {
+	if t.Meta.Size() < 2*header.Size {
+		return nil
+	}
+	s, err := header.ReadStore(t.Meta)
+	if err != nil {
+		return nil
+	}
+	h, err := s.Current(nil)
+	// A complete header may be an earlier, finished conversion's (whose
+	// new key is this one's old key): only a conversion under way counts.
+	if err != nil || h.State == header.StateComplete || h.State != header.StateInProgress && h.Done == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: the LUKS1 volume is marked as in conversion without cryptshift's conversion record, but the metadata records a conversion under way (state %s, %d windows done): the header was damaged or edited; refusing to unmark or restart it (restore a header backup, or ask for help)", errclass.Header, h.State, h.Done)
+}
+
 func resumeLUKS1(ctx context.Context, dev blockdev.Device, st *luks1State, req LUKS1Request, opts Options) (*LUKSResult, error) {
 	t, err := st.target(dev, req.Meta)
 	if err != nil {
@@ -431,6 +460,13 @@ func RecoverLUKS1(ctx context.Context, dev, meta blockdev.Device, passes [][]byt
 	case luksWiping:
 		return finishLUKS1(dev, st, nil, opts)
 	case "starting":
+		t := Target{Data: dev, Meta: dev, MetaOnData: true}
+		if meta != nil {
+			t = Target{Data: dev, Meta: meta}
+		}
+		if err := noProgress(t); err != nil {
+			return nil, err
+		}
 		if err := luks.AbandonLUKS1(pointDev{dev, &opts, FlushLUKS1Mark}); err != nil {
 			return nil, err
 		}
