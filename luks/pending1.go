@@ -74,8 +74,7 @@ func WritePendingLUKS1(dev blockdev.Device, r *Relayout1, meta PendingMeta) erro
 	copy(b[pendingPhdr:], r.newPhdr[:])
 	copy(b[pendingPhdr:], magic1st)
 	b[pendingPlace] = byte(meta)
-	sum := sha256.Sum256(b[:pendingSum])
-	copy(b[pendingSum:], sum[:])
+	copy(b[pendingSum:], sha256Sum(b[:pendingSum]))
 	if _, err := dev.WriteAt(b, pendingOffset); err != nil {
 		return errclass.IOf("luks: write the LUKS1 conversion record", err)
 	}
@@ -102,8 +101,7 @@ func (v *Volume) PendingLUKS1() (*Volume, PendingMeta, error) {
 	if n < pendingLen || !bytes.Equal(b[:len(pendingTag)], pendingTag) {
 		return nil, 0, nil
 	}
-	sum := sha256.Sum256(b[:pendingSum])
-	if !bytes.Equal(sum[:], b[pendingSum:pendingEnd]) {
+	if !bytes.Equal(sha256Sum(b[:pendingSum]), b[pendingSum:pendingEnd]) {
 		return nil, 0, nil
 	}
 	pb := make([]byte, binHeaderSize)
@@ -204,4 +202,9 @@ func (v *Volume) Tagged() (bool, error) {
 		return false, err
 	}
 	return n == len(b) && markedBy(b), nil
+}
+
+func sha256Sum(b []byte) []byte {
+	s := sha256.Sum256(b)
+	return s[:]
 }
