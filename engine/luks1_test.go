@@ -150,6 +150,22 @@ func TestLUKS1Convert(t *testing.T) {
 	if _, err := RecoverLUKS1(context.Background(), dev, nil, passes, RecoverOptions{}, Options{}); errclass.Code(err) != errclass.ExitHeader {
 		t.Fatalf("recover after the end: %v", err)
 	}
+	// Rotating again finds the finished conversion's header at the end of
+	// the device and starts the next one from it.
+	if _, err := ConvertLUKS1(context.Background(), dev, LUKS1Request{LUKSRequest: LUKSRequest{Passphrases: passes, KeySlot: luks.AnySlot, Window: 256 << 10}, MetaSize: meta}, Options{}); err != nil {
+		t.Fatalf("second rotation: %v", err)
+	}
+	again, err := os.ReadFile(im.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, vk2, err := testkit.LUKSData(again, passes[0])
+	if err != nil || !bytes.Equal(plain[:len(im.Plain)], im.Plain) || len(vk2) != 64 {
+		t.Fatalf("after the second rotation: %v", err)
+	}
+	if _, vk1, _ := testkit.LUKSData(after, passes[0]); bytes.Equal(vk1, vk2) {
+		t.Fatal("the second rotation kept the key")
+	}
 }
 
 // TestLUKS1Refusals: a wrong passphrase (3), a keyslot left without its

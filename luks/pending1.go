@@ -54,7 +54,7 @@ func CheckPendingRoom(h *LUKS1) error {
 }
 
 // WritePendingLUKS1 writes the re-layout's new header as the conversion
-// record and flushes: from then on the new volume key can be unlocked
+// record and flushes (luks1-record): from then on the new volume key can be unlocked
 // with any kept passphrase (PendingLUKS1), the new keyslots' material
 // being durable already (Prepare). It is the start commit of a LUKS1
 // conversion.
@@ -79,7 +79,7 @@ func WritePendingLUKS1(dev blockdev.Device, r *Relayout1, meta PendingMeta) erro
 		return errclass.IOf("luks: write the LUKS1 conversion record", err)
 	}
 	if err := dev.Flush(); err != nil {
-		return errclass.IOf("luks: flush the LUKS1 conversion record", err)
+		return errclass.IOf("luks: flush luks1-record", err)
 	}
 	return nil
 }
