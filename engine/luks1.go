@@ -177,11 +177,55 @@ func ConvertLUKS1(ctx context.Context, dev blockdev.Device, req LUKS1Request, op
 	}
 	switch st.state() {
 	case luksWiping:
-		return finishLUKS1(dev, st, nil, opts)
+		res, err := finishLUKS1(dev, st, nil, opts)
+		if err != nil || st.next != nil || finishedHere(dev, req.Meta, req.Passphrases) {
+			return res, err
+		}
+		// A tag without a record is also what a start that crashed
+		// before its magic leaves: now cleared, the volume starts afresh.
+		if st, err = readLUKS1(dev); err != nil {
+			return nil, err
+		}
 	case luksConverting:
 		return resumeLUKS1(ctx, dev, st, req, opts)
 	}
 	return startLUKS1(ctx, dev, st, req, opts)
+}
+
+// finishedHere reports whether the metadata holds a complete conversion
+// whose new key is the volume's key now (a passphrase opens it): the
+// conversion that just ended, whose last step (the tag) a crash undid.
+// Without it, a tag alone means a start that never got further.
+func finishedHere(dev, meta blockdev.Device, passes [][]byte) bool {
+	t := Target{Data: dev, Meta: dev, MetaOnData: true}
+	if meta != nil {
+		t = Target{Data: dev, Meta: meta}
+	}
+	if t.Meta.Size() < 2*header.Size {
+		return false
+	}
+	s, err := header.ReadStore(t.Meta)
+	if err != nil {
+		return false
+	}
+	h, err := s.Current(nil)
+	if err != nil || h.State != header.StateComplete {
+		return false
+	}
+	v, err := luks.Open(dev, dev.Size())
+	if err != nil {
+		return false
+	}
+	for _, p := range passes {
+		u, err := v.Unlock(p, luks.AnySlot)
+		if err != nil {
+			continue
+		}
+		same := header.KCV(u.Key.Bytes(), h.UUID) == h.NewKCV
+		u.Wipe()
+		return same
+	}
+	return false
 }
 
 func startLUKS1(ctx context.Context, dev blockdev.Device, st *luks1State, req LUKS1Request, opts Options) (*LUKSResult, error) {
@@ -439,7 +483,7 @@ func finishLUKS1(dev blockdev.Device, st *luks1State, h *header.Header, opts Opt
 	if err := luks.UnmarkLUKS1(pointDev{dev, &opts, FlushLUKS1EndCommit}); err != nil {
 		return out, fmt.Errorf("LUKS1 end commit: %w", err)
 	}
-	out.Action = "the LUKS1 header maps the new volume key; old key material overwritten"
+	out.Action = "the LUKS1 header is final: its unused keyslot sectors overwritten (old key material included), cryptshift's tag cleared"
 	return out, nil
 }
 

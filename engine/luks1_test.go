@@ -214,3 +214,56 @@ func contentsOf(t *testing.T, d blockdev.Device) []byte {
 	}
 	return b
 }
+
+// TestLUKS1TagOnly: the tag under the normal magic is what a crash leaves
+// both before a start's magic and after the final wipe, before the tag is
+// cleared. convert tells them apart by the metadata: after a finished
+// conversion it only clears the tag (the key stays the one it made), and
+// otherwise it clears the tag and converts.
+func TestLUKS1TagOnly(t *testing.T) {
+	const size, meta = 6 << 20, 1 << 20
+	im, err := testkit.MakeLUKS1(t.TempDir(), size, []string{"--cipher", "aes-xts-plain64", "--key-size", "256"}, 1, size-2<<20-meta, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	passes := readPasses(t, im)
+	tag := func(dev blockdev.Device) {
+		t.Helper()
+		b := contentsOf(t, dev)
+		rec := append([]byte("cryptshift:luks1"), b[168:208]...)
+		if _, err := dev.WriteAt(rec, 592); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key := func(dev blockdev.Device) []byte {
+		t.Helper()
+		_, vk, err := testkit.LUKSData(contentsOf(t, dev), passes[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return vk
+	}
+	req := LUKS1Request{LUKSRequest: LUKSRequest{Passphrases: passes, KeySlot: luks.AnySlot, Window: 256 << 10}, MetaSize: meta}
+	dev := openImage(t, im.Path)
+	tag(dev)
+	if res, err := ConvertLUKS1(context.Background(), dev, req, Options{}); err != nil || !res.Finished {
+		t.Fatalf("convert over a start's tag: %v", err)
+	}
+	k1 := key(dev)
+	if bytes.Equal(k1, im.VK) {
+		t.Fatal("a tag before the magic: convert did not convert")
+	}
+	tag(dev)
+	if st, err := ReadLUKS1Status(dev, nil); err != nil || st.State != luksWiping {
+		t.Fatalf("status with the tag left: %+v %v", st, err)
+	}
+	if res, err := ConvertLUKS1(context.Background(), dev, req, Options{}); err != nil || !res.Finished {
+		t.Fatalf("convert over the tag a finished conversion left: %v", err)
+	}
+	if !bytes.Equal(key(dev), k1) {
+		t.Fatal("the tag a finished conversion left: convert rotated the key again")
+	}
+	if st, err := ReadLUKS1Status(dev, nil); err != nil || st.State != "none" {
+		t.Fatalf("final status: %+v %v", st, err)
+	}
+}
