@@ -33,6 +33,10 @@ const (
 	FlushDecryptHead         FlushPoint = "decrypt-head"
 	FlushDecryptStashWipe    FlushPoint = "decrypt-stash-wipe"
 	FlushDecryptRecordWipe   FlushPoint = "decrypt-record-wipe"
+	FlushLUKS1Mark           FlushPoint = "luks1-mark"
+	FlushLUKS1StartCommit    FlushPoint = "luks1-start-commit"
+	FlushLUKS1FinalSwitch    FlushPoint = "luks1-final-switch"
+	FlushLUKS1EndCommit      FlushPoint = "luks1-end-commit"
 )
 
 // FlushPoints lists every flush point, in the order of the design's table.
@@ -44,7 +48,8 @@ func FlushPoints() []FlushPoint {
 		FlushOnlineCommit, FlushRecoverJournalData, FlushRecoverChecksumData,
 		FlushAcceptDamage, FlushAcceptIdentity,
 		FlushLUKSKeyslotMaterial, FlushLUKSStartCommit, FlushLUKSFinalCommit, FlushLUKSKeyslotWipe, FlushLUKSEndCommit,
-		FlushDecryptStartCommit, FlushDecryptHead, FlushDecryptStashWipe, FlushDecryptRecordWipe}
+		FlushDecryptStartCommit, FlushDecryptHead, FlushDecryptStashWipe, FlushDecryptRecordWipe,
+		FlushLUKS1Mark, FlushLUKS1StartCommit, FlushLUKS1FinalSwitch, FlushLUKS1EndCommit}
 }
 
 // Meta is the flush of the metadata device that follows data flush point p

@@ -360,6 +360,32 @@ func cutCipher(c string) (name, mode string, ok bool) {
 // changed since the plan. The magic stays as it is on the device, so a
 // volume marked as in conversion stays marked.
 func (r *Relayout1) Commit(dev blockdev.Device) error {
+	if err := r.Prepare(dev); err != nil {
+		return err
+	}
+	b, _, err := readPhdrSectors(dev)
+	if err != nil {
+		return err
+	}
+	s0 := bytes.Clone(r.newPhdr[:sectorSize])
+	copy(s0, b[:6]) // the magic as on the device: marked stays marked
+	if err := writeSector(dev, 0, s0, "luks1-relayout-switch"); err != nil {
+		return err
+	}
+	_, h, err := readPhdrSectors(dev)
+	if err != nil {
+		return err
+	}
+	return WipeLUKS1Unused(dev, h)
+}
+
+// Prepare is Commit's steps 1 to 3 (docs/DESIGN.md, "LUKS1 re-layout"):
+// keyslots dropped or moved in the old header, sector 1 as the new header
+// has it, the new keyslots' material written and flushed. The header on
+// the device is then still the old one, opening every kept passphrase with
+// the old key; a LUKS1 conversion (engine) converts the data between this
+// and the switch, with the new header kept aside (WritePendingLUKS1).
+func (r *Relayout1) Prepare(dev blockdev.Device) error {
 	_, cur, err := readPhdrSectors(dev)
 	if err != nil {
 		return err
@@ -389,16 +415,7 @@ func (r *Relayout1) Commit(dev blockdev.Device) error {
 	if err := dev.Flush(); err != nil {
 		return errclass.IOf("luks: flush luks-keyslot-material", err)
 	}
-	s0 := bytes.Clone(r.newPhdr[:sectorSize])
-	copy(s0, b[:6]) // the magic as on the device: marked stays marked
-	if err := writeSector(dev, 0, s0, "luks1-relayout-switch"); err != nil {
-		return err
-	}
-	_, h, err := readPhdrSectors(dev)
-	if err != nil {
-		return err
-	}
-	return WipeLUKS1Unused(dev, h)
+	return nil
 }
 
 // WipeLUKS1Unused overwrites every sector from sector 2 (after the phdr)

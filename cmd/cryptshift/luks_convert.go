@@ -20,14 +20,14 @@ import (
 const maxPassFile = 64 << 10
 
 func passFileFlag() cli.Flag {
-	return &cli.StringSliceFlag{Name: "key-file", Usage: "LUKS2: `PASSFILE` whose bytes are a keyslot's passphrase, as cryptsetup --key-file reads it; repeat once per keyslot to carry over"}
+	return &cli.StringSliceFlag{Name: "key-file", Usage: "LUKS: `PASSFILE` whose bytes are a keyslot's passphrase, as cryptsetup --key-file reads it; repeat once per keyslot to carry over"}
 }
 
 func luksConvertFlags() []cli.Flag {
 	return []cli.Flag{
 		passFileFlag(),
-		&cli.IntFlag{Name: "key-slot", Usage: "LUKS2: carry over only keyslot `N` (the other keyslots are erased at the end)"},
-		&cli.IntFlag{Name: "new-key-size", Usage: "LUKS2: new volume key size in `BITS` (default: the old key's)"},
+		&cli.IntFlag{Name: "key-slot", Usage: "LUKS: carry over only keyslot `N` (the other keyslots are erased at the end)"},
+		&cli.IntFlag{Name: "new-key-size", Usage: "LUKS: new volume key size in `BITS` (default: the old key's)"},
 		decryptFlag(),
 	}
 }
@@ -54,16 +54,20 @@ var plainOnlyFlags = []string{"old-key-file", "new-key-file", "old-cipher", "old
 func luksFlagsOn(c *cli.Context) error {
 	for _, f := range []string{"key-file", "key-slot", "new-key-size"} {
 		if c.IsSet(f) {
-			return usageErr("--%s is for LUKS2 volumes; DEVICE has no LUKS header", f)
+			return usageErr("--%s is for LUKS volumes; DEVICE has no LUKS header", f)
 		}
 	}
 	return nil
 }
 
-// convertLUKS converts a LUKS2 volume offline (engine.ConvertLUKS2).
+// convertLUKS converts a LUKS2 volume offline (engine.ConvertLUKS2), or a
+// LUKS1 one (convertLUKS1).
 func convertLUKS(c *cli.Context, stderr io.Writer, dev string, sig *luks.Signature) error {
+	if isLUKS1(sig) {
+		return convertLUKS1(c, stderr, dev, sig)
+	}
 	if sig.Version != 2 || sig.Reencrypting {
-		return fmt.Errorf("%w: %s is a %s: cryptshift cannot convert LUKS1 volumes yet; converting its data area as a plain mapping would leave the keyslots wrapping the old volume key",
+		return fmt.Errorf("%w: %s is a %s: cryptshift does not convert it; converting its data area as a plain mapping would leave the keyslots wrapping the old volume key",
 			errclass.Device, dev, sig)
 	}
 	if c.IsSet("old-key-file") || c.IsSet("new-key-file") {
@@ -150,20 +154,26 @@ func convertLUKS(c *cli.Context, stderr io.Writer, dev string, sig *luks.Signatu
 	return nil
 }
 
-// luksVolume reports the LUKS2 volume on dev, or nil when dev has no LUKS2
-// header (LUKS1 included: only LUKS2 volumes are converted).
+// luksVolume reports the LUKS volume on dev cryptshift converts (LUKS2, or
+// LUKS1 plain or marked by cryptshift), or nil.
 func luksVolume(dev string) *luks.Signature {
 	sig := detectLUKS(dev)
+	if isLUKS1(sig) {
+		return sig
+	}
 	if sig == nil || sig.Version != 2 || sig.Reencrypting {
 		return nil
 	}
 	return sig
 }
 
-// recoverLUKS is recover on a LUKS2 volume.
+// recoverLUKS is recover on a LUKS volume.
 func recoverLUKS(c *cli.Context, dev string, sig *luks.Signature) error {
 	if c.IsSet("old-key-file") || c.IsSet("new-key-file") {
 		return usageErr("%s is a %s: recover takes its passphrases with --key-file", dev, sig)
+	}
+	if c.IsSet("activate") && isLUKS1(sig) {
+		return usageErr("%s is a %s: --activate is not supported for LUKS1 volumes yet (run `cryptshift convert` to finish, then cryptsetup open)", dev, sig)
 	}
 	passes, err := readPassFiles(c)
 	if err != nil {
@@ -178,7 +188,7 @@ func recoverLUKS(c *cli.Context, dev string, sig *luks.Signature) error {
 	}
 	defer cleanup(false)
 	meta := separateMeta(t)
-	res, err := engine.RecoverLUKS2(c.Context, t.Data, meta, passes, engine.RecoverOptions{AcceptDamage: c.Bool("accept-damage")}, engine.Options{})
+	res, err := luksEngineFor(sig).recover(c, t.Data, meta, passes, engine.RecoverOptions{AcceptDamage: c.Bool("accept-damage")})
 	if err != nil {
 		return fmt.Errorf("recover %s: %w", dev, err)
 	}
@@ -189,11 +199,11 @@ func recoverLUKS(c *cli.Context, dev string, sig *luks.Signature) error {
 	return nil
 }
 
-// verifyLUKS opens the conversion recorded in a LUKS2 header with a
+// verifyLUKS opens the conversion recorded in a LUKS header with a
 // passphrase and audits it as verify does a plain one.
 func verifyLUKS(c *cli.Context, dev string, sig *luks.Signature, run func(t engine.Target, oldKey, newKey []byte) error) error {
 	if c.String("online") != "" || c.Bool("repair") || c.IsSet("old-key-file") || c.IsSet("new-key-file") {
-		return usageErr("%s is a %s: verify takes its passphrases with --key-file; --online and --repair are not supported for LUKS2 yet", dev, sig)
+		return usageErr("%s is a %s: verify takes its passphrases with --key-file; --online and --repair are not supported for LUKS volumes yet", dev, sig)
 	}
 	passes, err := readPassFiles(c)
 	if err != nil {
@@ -205,7 +215,7 @@ func verifyLUKS(c *cli.Context, dev string, sig *luks.Signature, run func(t engi
 	}
 	defer cleanup(false)
 	meta := separateMeta(t)
-	o, err := engine.OpenLUKS2(t.Data, meta, passes)
+	o, err := luksEngineFor(sig).open(t.Data, meta, passes)
 	if err != nil {
 		return fmt.Errorf("verify %s: %w", dev, err)
 	}
@@ -227,7 +237,7 @@ type luksStatusReport struct {
 	Next       string        `json:"next"`
 }
 
-// statusLUKS is status on a LUKS2 volume; it needs no keys.
+// statusLUKS is status on a LUKS volume; it needs no keys.
 func statusLUKS(c *cli.Context, dev string) error {
 	t, cleanup, err := openTarget(dev, c.String("metadata"), 0, blockdev.Options{ReadOnly: true})
 	if err != nil {
@@ -235,7 +245,7 @@ func statusLUKS(c *cli.Context, dev string) error {
 	}
 	defer cleanup(false)
 	meta := separateMeta(t)
-	st, err := engine.ReadLUKS2Status(t.Data, meta)
+	st, err := luksEngineFor(detectLUKS(dev)).status(t.Data, meta)
 	if err != nil {
 		return fmt.Errorf("status %s: %w", dev, err)
 	}
@@ -250,6 +260,8 @@ func statusLUKS(c *cli.Context, dev string) error {
 		r.Next = "nothing: no cryptshift conversion is recorded; stock cryptsetup opens the volume"
 	case "wiping":
 		r.Next = "the volume maps its new key; run `cryptshift recover DEVICE` (no key needed) to finish overwriting the old keyslots"
+	case "starting":
+		r.Next = "no window was written: run `cryptshift recover DEVICE` (no key needed) to unmark the volume, or convert again to start"
 	default:
 		r.Next = "run `cryptshift convert --key-file PASSFILE DEVICE` to go on; stock cryptsetup refuses to open the volume until the conversion completes"
 		if r.Conversion != nil && r.Conversion.OpenWindow != nil {
@@ -268,7 +280,7 @@ func statusLUKS(c *cli.Context, dev string) error {
 		fmt.Fprintf(w, ", label %q", r.Label)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "Conversion:  %s\n", map[string]string{"none": "none recorded", "converting": "in progress (requirement " + engine.LUKSRequirement + " set: stock cryptsetup refuses to open it)", "wiping": "done; old keyslot areas still being overwritten"}[r.State])
+	fmt.Fprintf(w, "Conversion:  %s\n", luksConversionLine(r.LUKS, r.State))
 	fmt.Fprintf(w, "Keyslots:    kept %s", ints(r.Keyslots))
 	if len(r.Erased) > 0 {
 		fmt.Fprintf(w, "; erased at the end %s", ints(r.Erased))

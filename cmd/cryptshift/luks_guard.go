@@ -40,5 +40,5 @@ func explainLUKS(dev string, err error) error {
 	if sig == nil {
 		return err
 	}
-	return fmt.Errorf("%s is a %s, not a cryptshift conversion (cryptshift converts LUKS2 volumes with --key-file, LUKS1 not yet): %w", dev, sig, err)
+	return fmt.Errorf("%s is a %s, not a cryptshift conversion (cryptshift converts LUKS volumes with --key-file): %w", dev, sig, err)
 }

@@ -50,9 +50,9 @@ func luksUUID(t *testing.T, img string) string {
 
 // TestConvertRefusesLUKS: converting a LUKS volume's data area as a plain
 // mapping would strand every passphrase on the old volume key, so convert
-// refuses it, offline and online, before touching the device: LUKS1 is not
-// converted at all yet, LUKS2 only with its passphrases (--key-file,
-// TestLUKS2ConvertCLI).
+// refuses it, offline and online, before touching the device: LUKS volumes
+// are converted only with their passphrases (--key-file,
+// TestLUKS2ConvertCLI, TestLUKS1ConvertCLI).
 func TestConvertRefusesLUKS(t *testing.T) {
 	c := buildCLI(t)
 	oldKey := c.file("old.key", testKey(1))

@@ -68,7 +68,7 @@ func recoverCommand(stderr io.Writer) *cli.Command {
 				return recoverLUKS(c, dev, sig)
 			}
 			if c.IsSet("key-file") {
-				return usageErr("--key-file is for LUKS2 volumes; DEVICE has no LUKS2 header (give --old-key-file and --new-key-file)")
+				return usageErr("--key-file is for LUKS volumes; DEVICE has no LUKS header cryptshift converts (give --old-key-file and --new-key-file)")
 			}
 			opts, err := parseTableOptions(c.String("table-options"))
 			if err != nil {

@@ -43,7 +43,7 @@ func verifyCommand() *cli.Command {
 				})
 			}
 			if c.IsSet("key-file") {
-				return usageErr("--key-file is for LUKS2 volumes; DEVICE has no LUKS2 header (give --old-key-file and --new-key-file)")
+				return usageErr("--key-file is for LUKS volumes; DEVICE has no LUKS header cryptshift converts (give --old-key-file and --new-key-file)")
 			}
 			repair := c.Bool("repair")
 			if repair && c.String("online") != "" {

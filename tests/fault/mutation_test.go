@@ -32,6 +32,9 @@ var unmutated = map[engine.FlushPoint]string{
 	// The last write of a LUKS2 conversion: lost, it leaves the token
 	// saying the areas are overwritten, and recovery commits it again.
 	engine.FlushLUKSEndCommit: "the last write; a lost end commit leaves the token, which recovery removes again",
+	// The last write of a LUKS1 conversion: lost, it leaves the tag under
+	// the normal magic, and recovery wipes (again) and clears it.
+	engine.FlushLUKS1EndCommit: "the last write; a lost tag clearing leaves the tag, which recovery clears again",
 }
 
 // conversionMutants are the conversion's flush points, each dropped from a
@@ -111,6 +114,9 @@ func TestMutationCoversEveryFlushPoint(t *testing.T) {
 	}
 	for _, p := range decryptMutants() {
 		covered[p] = true
+	}
+	for _, m := range luks1Mutants() {
+		covered[m.point] = true
 	}
 	for _, p := range engine.FlushPoints() {
 		_, exempt := unmutated[p]

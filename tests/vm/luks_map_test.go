@@ -97,10 +97,14 @@ func TestLUKSMappingMatchesCryptsetup(t *testing.T) {
 	conv := luksConvertSetup(t, dir, files, len(disks))
 	disks = append(disks, conv.img)
 	script.WriteString(conv.script)
+	conv1 := luks1ConvertSetup(t, dir, files, len(disks))
+	disks = append(disks, conv1.img)
+	script.WriteString(conv1.script)
 	// The conversion (argon2id unlocks, mkfs, 12 MiB converted under TCG)
 	// needs more than the default boot time on a loaded machine.
 	res := Run(t, Config{Image: luksImage, Disks: disks, Files: files, Script: script.String(), Timeout: 20 * time.Minute})
 	conv.check(t, res)
+	conv1.check(t, res)
 	for i, m := range maps {
 		line := regexp.MustCompile(fmt.Sprintf(`TABLE%d (\S.*)`, i)).FindStringSubmatch(res.Console)
 		if line == nil {
