@@ -324,26 +324,9 @@ func startLUKS(ctx context.Context, dev blockdev.Device, st *luksState, req LUKS
 	}
 	// Every passphrase must open a keyslot of the data segment, and every
 	// such keyslot must be opened, or --key-slot names the one to keep.
-	opened := map[int][]byte{}
-	var oldU *luks.Unlocked
-	for i, p := range req.Passphrases {
-		u, err := v.Unlock(p, req.KeySlot)
-		if err != nil {
-			if oldU != nil {
-				oldU.Wipe()
-			}
-			return nil, fmt.Errorf("passphrase %d: %w", i+1, err)
-		}
-		if _, dup := opened[u.Slot]; dup {
-			u.Wipe()
-			continue
-		}
-		opened[u.Slot] = p
-		if oldU == nil {
-			oldU = u
-		} else {
-			u.Wipe()
-		}
+	opened, oldU, err := unlockEach(v, req.Passphrases, req.KeySlot)
+	if err != nil {
+		return nil, err
 	}
 	defer oldU.Wipe()
 	active := keyslotIDs(meta, oldDigest)
@@ -822,4 +805,34 @@ func ReadLUKS2Status(dev, meta blockdev.Device) (*LUKSStatus, error) {
 		return out, err
 	}
 	return out, nil
+}
+
+// unlockEach opens a keyslot with every passphrase (a passphrase that opens
+// none is refused by its position) and returns the passphrase of each slot
+// opened, once per slot, with the first slot's unlocked key; the other
+// unlocked keys are wiped at once, since one copy of the volume key is all
+// a conversion needs.
+func unlockEach(v *luks.Volume, passes [][]byte, keySlot int) (map[int][]byte, *luks.Unlocked, error) {
+	opened := map[int][]byte{}
+	var first *luks.Unlocked
+	for i, p := range passes {
+		u, err := v.Unlock(p, keySlot)
+		if err != nil {
+			if first != nil {
+				first.Wipe()
+			}
+			return nil, nil, fmt.Errorf("passphrase %d: %w", i+1, err)
+		}
+		if _, dup := opened[u.Slot]; dup {
+			u.Wipe()
+			continue
+		}
+		opened[u.Slot] = p
+		if first == nil {
+			first = u
+		} else {
+			u.Wipe()
+		}
+	}
+	return opened, first, nil
 }

@@ -236,26 +236,9 @@ func startLUKS1(ctx context.Context, dev blockdev.Device, st *luks1State, req LU
 	if req.Meta != nil && (req.DataSize != 0 || req.MetaSize != 0) {
 		return nil, fmt.Errorf("%w: --data-size and --metadata-size are for metadata at the end of DEVICE, not with --metadata", errclass.Usage)
 	}
-	opened := map[int][]byte{}
-	var oldU *luks.Unlocked
-	for i, p := range req.Passphrases {
-		u, err := v.Unlock(p, req.KeySlot)
-		if err != nil {
-			if oldU != nil {
-				oldU.Wipe()
-			}
-			return nil, fmt.Errorf("passphrase %d: %w", i+1, err)
-		}
-		if _, dup := opened[u.Slot]; dup {
-			u.Wipe()
-			continue
-		}
-		opened[u.Slot] = p
-		if oldU == nil {
-			oldU = u
-		} else {
-			u.Wipe()
-		}
+	opened, oldU, err := unlockEach(v, req.Passphrases, req.KeySlot)
+	if err != nil {
+		return nil, err
 	}
 	defer oldU.Wipe()
 	var carried, erased []int
