@@ -102,24 +102,10 @@ func convertLUKS1(c *cli.Context, stderr io.Writer, dev string, sig *luks.Signat
 	defer stopMetrics()
 	engineHooks, _ := testHooks(in)
 	req.Notify = func(s string) { fmt.Fprintf(c.App.Writer, "%s: %s\n", dev, s) }
-	t, cleanup, err := openTarget(dev, c.String("metadata"), metaCreateSize(c, engine.Config{}), blockdev.Options{Exclusive: true})
-	if err != nil {
-		return err
-	}
-	if !t.MetaOnData {
-		req.Meta = t.Meta
-	}
-	res, err := engine.ConvertLUKS1(in.ctx, t.Data, req, engine.Options{Progress: m.Update, Hooks: engineHooks})
-	cleanup(err != nil && !t.MetaOnData && !hasHeader(t.Meta))
-	var er *engine.Result
-	if res != nil && res.Header != nil {
-		er = &engine.Result{Header: res.Header}
-	}
-	if err := reportOutcome(m, er, err); err != nil {
-		return err
-	}
-	fmt.Fprintf(c.App.Writer, "Conversion complete. The LUKS1 volume %s (UUID %s) now has a new volume key; open it as before, e.g.\n  cryptsetup open %s NAME\n", dev, res.UUID, dev)
-	return nil
+	return convertLUKSOffline(c, dev, "LUKS1", m, func(data, meta blockdev.Device) (*engine.LUKSResult, error) {
+		req.Meta = meta
+		return engine.ConvertLUKS1(in.ctx, data, req, engine.Options{Progress: m.Update, Hooks: engineHooks})
+	})
 }
 
 // luksEngine are the engine calls for a LUKS volume of either version.

@@ -134,14 +134,26 @@ func convertLUKS(c *cli.Context, stderr io.Writer, dev string, sig *luks.Signatu
 	if name != "" {
 		return convertLUKSOnline(in.ctx, c, stderr, name, dev, req, engine.Options{Progress: m.Update, Hooks: engineHooks}, stalls.chain(onlineHooks), m)
 	}
+	return convertLUKSOffline(c, dev, "LUKS2", m, func(data, meta blockdev.Device) (*engine.LUKSResult, error) {
+		req.Meta = meta
+		return engine.ConvertLUKS2(in.ctx, data, req, engine.Options{Progress: m.Update, Hooks: engineHooks})
+	})
+}
+
+// convertLUKSOffline opens DEVICE and its metadata for an offline LUKS
+// conversion of either version, runs it (meta is nil when the metadata
+// lives on DEVICE), removes a --metadata file it created for a run that
+// wrote no header, and reports the outcome.
+func convertLUKSOffline(c *cli.Context, dev, version string, m *meter, run func(data, meta blockdev.Device) (*engine.LUKSResult, error)) error {
 	t, cleanup, err := openTarget(dev, c.String("metadata"), metaCreateSize(c, engine.Config{}), blockdev.Options{Exclusive: true})
 	if err != nil {
 		return err
 	}
+	var meta blockdev.Device
 	if !t.MetaOnData {
-		req.Meta = t.Meta
+		meta = t.Meta
 	}
-	res, err := engine.ConvertLUKS2(in.ctx, t.Data, req, engine.Options{Progress: m.Update, Hooks: engineHooks})
+	res, err := run(t.Data, meta)
 	cleanup(err != nil && !t.MetaOnData && !hasHeader(t.Meta))
 	var er *engine.Result
 	if res != nil && res.Header != nil {
@@ -150,7 +162,7 @@ func convertLUKS(c *cli.Context, stderr io.Writer, dev string, sig *luks.Signatu
 	if err := reportOutcome(m, er, err); err != nil {
 		return err
 	}
-	fmt.Fprintf(c.App.Writer, "Conversion complete. The LUKS2 volume %s (UUID %s) now has a new volume key; open it as before, e.g.\n  cryptsetup open %s NAME\n", dev, res.UUID, dev)
+	fmt.Fprintf(c.App.Writer, "Conversion complete. The %s volume %s (UUID %s) now has a new volume key; open it as before, e.g.\n  cryptsetup open %s NAME\n", version, dev, res.UUID, dev)
 	return nil
 }
 
