@@ -124,7 +124,7 @@ func readLUKS(dev blockdev.Device) (*luksState, error) {
 		st.tokenID, st.tok = id, &tok
 	}
 	if st.required && (st.tok == nil || st.tok.State != luksConverting) {
-		return nil, fmt.Errorf("%w: the LUKS2 header carries %s but no conversion record (token): it was edited by something else than cryptshift", errclass.Header, LUKSRequirement)
+		return nil, fmt.Errorf("%w: the LUKS2 header carries %s but no conversion record (token); a cryptshift decryption keeps its record on --metadata only, so give the PATH it was started with (else the header was edited by something other than cryptshift)", errclass.Header, LUKSRequirement)
 	}
 	for _, r := range v.UnknownRequirements() {
 		if r != LUKSRequirement {
