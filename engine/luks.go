@@ -697,18 +697,9 @@ func RecoverLUKS2(ctx context.Context, dev, meta blockdev.Device, passes [][]byt
 		return nil, err
 	}
 	defer keys.wipe()
-	rr, err := Recover(ctx, t, keys.old.Key.Bytes(), keys.new.Key.Bytes(), ro, opts)
-	if err != nil {
-		return nil, err
-	}
-	if rr.Header.State == header.StateComplete {
-		out, err := finishLUKS(dev, st, rr.Header, opts)
-		if out != nil && err == nil {
-			out.Action = rr.Action + "; " + out.Action
-		}
-		return out, err
-	}
-	return &LUKSResult{UUID: st.v.UUID, Header: rr.Header, Action: rr.Action}, nil
+	return recoverThenFinish(ctx, t, keys.old.Key.Bytes(), keys.new.Key.Bytes(), ro, opts, st.v.UUID, func(h *header.Header) (*LUKSResult, error) {
+		return finishLUKS(dev, st, h, opts)
+	})
 }
 
 // LUKSOpened is a LUKS2 conversion in progress, opened with a passphrase:
@@ -835,4 +826,23 @@ func unlockEach(v *luks.Volume, passes [][]byte, keySlot int) (map[int][]byte, *
 		}
 	}
 	return opened, first, nil
+}
+
+// recoverThenFinish recovers the window in flight of a LUKS conversion's
+// data area and, when that leaves the engine's conversion complete, makes
+// the LUKS header's final steps (finish), so one recover brings the volume
+// as far as the disk allows.
+func recoverThenFinish(ctx context.Context, t Target, oldKey, newKey []byte, ro RecoverOptions, opts Options, uuid string, finish func(*header.Header) (*LUKSResult, error)) (*LUKSResult, error) {
+	rr, err := Recover(ctx, t, oldKey, newKey, ro, opts)
+	if err != nil {
+		return nil, err
+	}
+	if rr.Header.State == header.StateComplete {
+		out, err := finish(rr.Header)
+		if out != nil && err == nil {
+			out.Action = rr.Action + "; " + out.Action
+		}
+		return out, err
+	}
+	return &LUKSResult{UUID: uuid, Header: rr.Header, Action: rr.Action}, nil
 }

@@ -512,18 +512,9 @@ func RecoverLUKS1(ctx context.Context, dev, meta blockdev.Device, passes [][]byt
 		return nil, err
 	}
 	defer keys.wipe()
-	rr, err := Recover(ctx, t, keys.old.Key.Bytes(), keys.new.Key.Bytes(), ro, opts)
-	if err != nil {
-		return nil, err
-	}
-	if rr.Header.State == header.StateComplete {
-		out, err := finishLUKS1(dev, st, rr.Header, opts)
-		if out != nil && err == nil {
-			out.Action = rr.Action + "; " + out.Action
-		}
-		return out, err
-	}
-	return &LUKSResult{UUID: st.v.UUID, Header: rr.Header, Action: rr.Action}, nil
+	return recoverThenFinish(ctx, t, keys.old.Key.Bytes(), keys.new.Key.Bytes(), ro, opts, st.v.UUID, func(h *header.Header) (*LUKSResult, error) {
+		return finishLUKS1(dev, st, h, opts)
+	})
 }
 
 // OpenLUKS1 opens the conversion recorded in a LUKS1 header (for verify).
