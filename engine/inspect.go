@@ -118,11 +118,17 @@ func (o *Opened) CheckWindow(w uint64) (DigestState, error) {
 // number, then flushes. The authenticated copy is never written, so a crash
 // or a torn write during the repair leaves it readable as it was
 // (docs/DESIGN.md, "Repairing a header copy").
-func (o *Opened) RepairHeader() (int, error) {
-	s := o.c.store
+func (o *Opened) RepairHeader() (int, error) { return o.c.repairHeader() }
+
+// repairHeader is RepairHeader for the conversion c authenticated; recovery
+// calls it too, so that a copy torn by a crash during the last checkpoint's
+// second commit, after which no window is in flight and nothing else would
+// write a header, is healed at the next boot rather than left for verify.
+func (c *conv) repairHeader() (int, error) {
+	s := c.store
 	good := -1
-	for i, c := range s.Copies {
-		if o.CopyAuthentic(i) && *c.Header == *o.c.h {
+	for i := range s.Copies {
+		if c.copyAuthentic(i) && *s.Copies[i].Header == *c.h {
 			good = i
 		}
 	}
@@ -130,7 +136,7 @@ func (o *Opened) RepairHeader() (int, error) {
 		return -1, fmt.Errorf("%w: repair header: no copy holds the authenticated header", errclass.Header)
 	}
 	bad := 1 - good
-	if o.CopyAuthentic(bad) && sameApartFromSeq(s.Copies[bad].Header, o.c.h) {
+	if c.copyAuthentic(bad) && sameApartFromSeq(s.Copies[bad].Header, c.h) {
 		return -1, nil
 	}
 	// Commit writes the slot not holding the newest authenticated copy
@@ -138,11 +144,11 @@ func (o *Opened) RepairHeader() (int, error) {
 	if next := s.NextSlot(); next != bad {
 		return -1, fmt.Errorf("%w: repair header: the next commit would overwrite copy %d, the authenticated one", errclass.Header, next)
 	}
-	h := *o.c.h
-	if err := s.Commit(&h, o.c.macKey); err != nil {
+	h := *c.h
+	if err := s.Commit(&h, c.macKey); err != nil {
 		return -1, errclass.IOf("repair header", err)
 	}
-	o.c.h = &h
+	c.h = &h
 	return bad, nil
 }
 
@@ -154,7 +160,9 @@ func sameApartFromSeq(a, b *header.Header) bool {
 
 // CopyAuthentic reports whether header copy i decodes and carries a valid
 // MAC under this conversion's keys.
-func (o *Opened) CopyAuthentic(i int) bool {
-	c := o.c.store.Copies[i]
-	return c.Err == nil && header.VerifyMAC(c.Raw, o.c.macKey) == nil
+func (o *Opened) CopyAuthentic(i int) bool { return o.c.copyAuthentic(i) }
+
+func (c *conv) copyAuthentic(i int) bool {
+	cp := c.store.Copies[i]
+	return cp.Err == nil && header.VerifyMAC(cp.Raw, c.macKey) == nil
 }

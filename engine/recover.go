@@ -26,6 +26,10 @@ type RecoverResult struct {
 	Rolled  bool   // a window was finished
 	Window  uint64 // the window that was open, when Rolled or damaged
 	Damaged *DamageError
+	// Repaired is the header copy recovery rewrote from the authenticated
+	// one (damaged, altered or stale, and no checkpoint left to rewrite
+	// it), or -1.
+	Repaired int
 }
 
 // Recover finishes or rolls back whatever a crash interrupted and leaves
@@ -78,7 +82,7 @@ func headerErr(err error) error {
 }
 
 func (c *conv) recover(ro RecoverOptions) (*RecoverResult, error) {
-	res := &RecoverResult{Header: c.h, Action: "nothing to do: no window was in flight"}
+	res := &RecoverResult{Header: c.h, Action: "nothing to do: no window was in flight", Repaired: -1}
 	recs, err := c.log.Scan()
 	if err != nil {
 		return nil, errclass.IOf("scan log", err)
@@ -90,7 +94,22 @@ func (c *conv) recover(ro RecoverOptions) (*RecoverResult, error) {
 		if err := c.checkProgress(c.h.Done, false); err != nil {
 			return nil, err
 		}
-		return res, c.acceptChanged(ro, res)
+		if err := c.acceptChanged(ro, res); err != nil {
+			return res, err
+		}
+		// A paused or complete conversion writes no checkpoint here, so a
+		// copy torn during the last one's second commit would stay torn:
+		// heal it from the authenticated copy (DESIGN "Recovery").
+		slot, err := c.repairHeader()
+		if err != nil {
+			return nil, err
+		}
+		if slot >= 0 {
+			res.Repaired = slot
+			res.Header = c.h
+			res.Action = fmt.Sprintf("%s; header copy %d rewritten from the authenticated copy", res.Action, slot)
+		}
+		return res, nil
 	}
 	total := c.h.Windows()
 	done := c.h.Done

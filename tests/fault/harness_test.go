@@ -321,6 +321,16 @@ func (c *checker) checkState(imgs [][]byte, e expect, state string) {
 		c.fail(P1, state, "second recover changed the disk (first: %v)", err)
 		return
 	}
+	// P1: a recovered conversion has both header copies authentic and
+	// current, so that a copy decaying later can never fall back to a
+	// torn or stale one (recovery rewrites it when no checkpoint did).
+	if err == nil {
+		c.count(1)
+		if msg := copiesCurrent(tgt, c.f.sc.old.key(), c.f.sc.nw.key()); msg != "" {
+			c.fail(P1, state, "after recovery: %s", msg)
+			return
+		}
+	}
 
 	// P5: damage is named, confined to the window in flight, and, in
 	// checksum mode, only claimed for units that really are neither.
@@ -514,6 +524,28 @@ func describeSector(b []byte) string {
 		return fmt.Sprintf("plaintext of %q", b[:15])
 	}
 	return fmt.Sprintf("unrecognised bytes % x...", b[:8])
+}
+
+// copiesCurrent says what is wrong with t's header copies, or "" when both
+// are authentic and hold the authenticated header (apart from seq).
+func copiesCurrent(t engine.Target, oldKey, newKey []byte) string {
+	op, err := engine.OpenRecorded(t, oldKey, newKey)
+	if err != nil {
+		return fmt.Sprintf("open: %v", err)
+	}
+	cur := *op.Header()
+	cur.Seq = 0
+	for i, cp := range op.Copies() {
+		if !op.CopyAuthentic(i) {
+			return fmt.Sprintf("header copy %d is not authentic (%v)", i, cp.Err)
+		}
+		h := *cp.Header
+		h.Seq = 0
+		if h != cur {
+			return fmt.Sprintf("header copy %d is stale: %d windows %s, current %d %s", i, h.Done, h.State, cur.Done, cur.State)
+		}
+	}
+	return ""
 }
 
 // sweepOpts is how thoroughly a run is crashed.
