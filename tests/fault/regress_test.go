@@ -41,24 +41,7 @@ func TestRegressionTornFirstHeader(t *testing.T) {
 				{Op: w, Torn: true, New: every(8, 2)},
 				{Op: w, Torn: true, New: seq(0, 1), Garbage: seq(4, 8)},
 			} {
-				// Everything pending at the write reached the medium, the
-				// header copy only in part.
-				pending, err := r.dom.Pending(w + 1)
-				if err != nil {
-					t.Fatal(err)
-				}
-				var ch Choice
-				for _, op := range pending {
-					if op == w {
-						ch.Writes = append(ch.Writes, p)
-					} else {
-						ch.Writes = append(ch.Writes, Persist{Op: op})
-					}
-				}
-				imgs, err := r.dom.Image(w+1, ch)
-				if err != nil {
-					t.Fatal(err)
-				}
+				ch, imgs := tornAt(t, r, w, p)
 				desc := r.dom.Describe(w+1, ch)
 				if !c.check(imgs, r.expectAt(w+1), desc) {
 					c.report(t)
@@ -136,22 +119,7 @@ func TestRegressionTornLastCheckpoint(t *testing.T) {
 				{Op: w, Torn: true, New: every(8, 2)},
 				{Op: w, Torn: true, New: seq(0, 1), Garbage: seq(4, 8)},
 			} {
-				pending, err := r.dom.Pending(w + 1)
-				if err != nil {
-					t.Fatal(err)
-				}
-				var ch Choice
-				for _, op := range pending {
-					if op == w {
-						ch.Writes = append(ch.Writes, p)
-					} else {
-						ch.Writes = append(ch.Writes, Persist{Op: op})
-					}
-				}
-				imgs, err := r.dom.Image(w+1, ch)
-				if err != nil {
-					t.Fatal(err)
-				}
+				ch, imgs := tornAt(t, r, w, p)
 				if copiesCurrent(f.memTarget(imgs), sc.old.key(), sc.nw.key()) != "" {
 					torn++ // the state really has a damaged copy to heal
 				}
@@ -169,4 +137,27 @@ func TestRegressionTornLastCheckpoint(t *testing.T) {
 			c.report(t)
 		})
 	}
+}
+
+// tornAt is the crash state just after write w in which everything pending
+// reached the medium, write w only as p says (torn or shorn).
+func tornAt(t *testing.T, r *run, w int, p Persist) (Choice, [][]byte) {
+	t.Helper()
+	pending, err := r.dom.Pending(w + 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ch Choice
+	for _, op := range pending {
+		if op == w {
+			ch.Writes = append(ch.Writes, p)
+		} else {
+			ch.Writes = append(ch.Writes, Persist{Op: op})
+		}
+	}
+	imgs, err := r.dom.Image(w+1, ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ch, imgs
 }
